@@ -1,0 +1,133 @@
+"""The ``distill`` command: LightningCLI over ``DistillationModule`` and any LightningDataModule.
+
+    distill fit --config configs/default.yaml [--trainer.max_epochs=3 ...]
+    distill fit --config configs/default.yaml --print_config     # every hyperparameter
+    distill validate|test --config ... --ckpt_path runs/.../checkpoints/last.ckpt
+
+``num_classes`` and ``input_shape`` are linked from the data module into the models; each run gets
+its own folder ``runs/<name>/<timestamp>-<random>`` holding the resolved ``config.yaml``, the
+TensorBoard events and the checkpoints. After ``fit`` the last-epoch student (and the teacher) are
+tested and a short summary is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from jsonargparse import lazy_instance
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+# Imported so that short class names resolve in configs and on the command line.
+import callbacks  # noqa: F401
+import distill.data  # noqa: F401
+import distill.divergences  # noqa: F401
+import distill.policies  # noqa: F401
+from distill.errors import DistillError
+from distill.module import DistillationModule
+from distill.policies import GridTemperature, SigmaAnchoredTemperature
+
+RUN_ID_VARIABLE = "DISTILL_RUN_ID"
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd-HHMMSS-xxxx``: sortable and unique even for runs started in the same second.
+
+    Stored in the environment so that DDP ranks that Lightning launches as child processes share it.
+    """
+    if RUN_ID_VARIABLE not in os.environ:
+        os.environ[RUN_ID_VARIABLE] = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return os.environ[RUN_ID_VARIABLE]
+
+
+class DistillCLI(LightningCLI):
+    """LightningCLI with the data -> model links, project defaults and a post-fit test and summary."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="After fit, test the last-epoch student and teacher."
+        )
+        parser.set_defaults(
+            {
+                "model.temperature_policy": lazy_instance(SigmaAnchoredTemperature),
+                "model.divergence": lazy_instance(distill.divergences.KL),
+                "model.optimizer": {
+                    "class_path": "torch.optim.SGD",
+                    "init_args": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+                },
+                "model.lr_scheduler": {
+                    "class_path": "torch.optim.lr_scheduler.MultiStepLR",
+                    "init_args": {"milestones": [150, 180, 210], "gamma": 0.1},
+                },
+                "trainer.logger": lazy_instance(TensorBoardLogger, save_dir="runs", name="default", default_hp_metric=False),
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        policy = config.get("model.temperature_policy")
+        class_path = getattr(policy, "class_path", "") or ""
+        if class_path.split(".")[-1] == GridTemperature.__name__:
+            sources = config.get("config") or []
+            source = str(sources[-1]) if sources else "CONFIG.yaml"
+            raise DistillError(GridTemperature.cannot_train_message(source))
+        logger = config.get("trainer.logger")
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and "version" in init_args and init_args.get("version") is None:
+            init_args["version"] = new_run_id()
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        if self.trainer.is_global_zero:
+            print_summary(self.trainer)
+
+
+def print_summary(trainer) -> None:
+    """Teacher and student test accuracy, the run's folder and how to open it in TensorBoard."""
+    metrics = trainer.callback_metrics
+    lines = ["", "=== distill: run summary ==="]
+    if "test/teacher_acc1" in metrics:
+        lines.append(f"teacher test top-1: {100 * float(metrics['test/teacher_acc1']):6.2f}%")
+    if "test/acc1" in metrics:
+        lines.append(f"student test top-1: {100 * float(metrics['test/acc1']):6.2f}%")
+    log_dir = trainer.log_dir or trainer.default_root_dir
+    lines.append(f"run folder:         {log_dir}")
+    lines.append(f"open it with:       tensorboard --logdir {Path(log_dir).parent}")
+    print("\n".join(lines), flush=True)
+
+
+def cli_main(args: list[str] | dict | None = None, run: bool = True) -> DistillCLI:
+    """Build (and by default run) the CLI; ``args`` as on the command line, for tests and notebooks."""
+    return DistillCLI(
+        DistillationModule,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": False},
+        parser_kwargs={"parser_mode": "yaml"},
+        args=args,
+        run=run,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``distill`` command; user errors print one line and exit with status 2."""
+    warnings.filterwarnings("ignore", message=r".*Found \d+ module\(s\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    try:
+        cli_main()
+    except DistillError as error:
+        print(f"distill: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

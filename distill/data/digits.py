@@ -1,0 +1,85 @@
+"""scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): the offline default data set."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader
+
+from distill.data.indexed import IndexedTensorDataset
+
+
+class DigitsDataModule(L.LightningDataModule):
+    """Digits, split deterministically and stratified into train, validation (held out of train) and test.
+
+    Pixel values 0..16 are scaled to [0, 1]. Batches are ``(image [B, 1, 8, 8], label [B], index [B])``
+    where ``index`` is the sample's position in its split's dataset (stable across epochs).
+    Model selection uses validation only; test is for the final report.
+
+    Args:
+        batch_size: training and evaluation batch size.
+        val_fraction: share of the non-test data held out for validation.
+        test_fraction: share of all data kept for test.
+        split_seed: seed of the split (fixed so every run sees the same split).
+        num_workers: DataLoader workers (0 is fastest for this in-memory set).
+    """
+
+    num_classes = 10
+    input_shape = (1, 8, 8)
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.has_random_augmentation = False
+        self.datasets: dict[str, IndexedTensorDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        images, labels = load_digits(return_X_y=True)
+        images = torch.tensor(images, dtype=torch.float32).view(-1, *self.input_shape) / 16.0
+        labels = torch.tensor(labels, dtype=torch.long)
+        everything = torch.arange(len(labels))
+        rest, test = train_test_split(
+            everything, test_size=self.test_fraction, stratify=labels, random_state=self.split_seed
+        )
+        train, val = train_test_split(
+            rest, test_size=self.val_fraction, stratify=labels[rest], random_state=self.split_seed
+        )
+        for split, rows in (("train", train), ("val", val), ("test", test)):
+            rows = torch.as_tensor(rows).sort().values
+            self.datasets[split] = IndexedTensorDataset(images[rows], labels[rows])
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

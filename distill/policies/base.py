@@ -1,0 +1,85 @@
+"""The temperature-policy contract: what every policy returns, and the base class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+# Policies whose temperature can reach 0 (TALS at sigma = 0, max-logit when both rows are constant)
+# floor it here; the floor only matters for rows whose KD weight is (near) zero anyway.
+MIN_TEMPERATURE = 1e-4
+
+
+def logit_std(logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample standard deviation over classes, unbiased (ddof = 1) as the official LSKD code.
+
+    Args:
+        logits: ``[B, C]`` (computed in float32 or better).
+
+    Returns:
+        ``[B]`` tensor. 0 for a constant row; NaN-free for any finite input.
+    """
+    return logits.to(torch.promote_types(logits.dtype, torch.float32)).std(dim=-1)
+
+
+@dataclass
+class Temperatures:
+    """What a policy decides for each sample of a batch; every field is a ``[B]`` tensor.
+
+    The module's loss is ``ce_weight * CE(student, y) + kd_weight * D(student / student, teacher / teacher)``.
+
+    Attributes:
+        teacher: teacher temperature ``Tt_i``.
+        student: student temperature ``Ts_i``.
+        kd_weight: weight of the divergence, including any T^2-style gradient scale.
+        ce_weight: weight of the cross-entropy with the label.
+        alpha: the KD share of the CE/KD mix, for logging: ``kd / (ce + kd)`` of the policy's lambda
+            weights before any T^2 scale (``alpha_i`` itself for TALS).
+    """
+
+    teacher: torch.Tensor
+    student: torch.Tensor
+    kd_weight: torch.Tensor
+    ce_weight: torch.Tensor
+    alpha: torch.Tensor
+
+    def detach(self) -> "Temperatures":
+        """A copy with every field detached (for logging and statistics)."""
+        return Temperatures(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """``{field name: [B] tensor}``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def per_sample(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Expand a float or 0-d tensor (or pass a ``[B]`` tensor) to ``[B]`` matching ``like``'s batch."""
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    return value.expand(like.shape[0]) if value.dim() == 0 else value
+
+
+def mixing_share(ce_weight: float, kd_weight: float) -> float:
+    """``kd / (ce + kd)``: the KD share of a CE/KD mix (0 when both weights are 0)."""
+    total = ce_weight + kd_weight
+    return kd_weight / total if total else 0.0
+
+
+class TemperaturePolicy(nn.Module):
+    """Maps a batch's teacher and student logits to per-sample temperatures and loss weights.
+
+    Subclasses implement ``forward(teacher_logits, student_logits, epoch) -> Temperatures`` with
+    ``[B, C]`` float32/float64 logits and ``epoch`` counted from 1. A policy with learnable state
+    (CTKD) keeps it as parameters; the module's optimizer trains it and checkpoints carry it.
+    """
+
+    def setup(self, num_classes: int) -> None:
+        """Called once by ``DistillationModule`` with the data's number of classes (default: nothing)."""
+
+    def forward(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, epoch: int) -> Temperatures:
+        raise NotImplementedError
+
+    def monitored_state(self) -> dict[str, torch.Tensor]:
+        """Scalars of the policy's own state for ``TemperatureMonitor`` (e.g. CTKD's T and lambda)."""
+        return {}

@@ -1,0 +1,55 @@
+"""A grid of fixed temperatures: one Hinton-KD run per value (the baseline TALS compares with)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from distill.errors import DistillError
+from distill.policies.base import Temperatures, TemperaturePolicy
+from distill.policies.fixed import FixedTemperature
+
+
+class GridTemperature(TemperaturePolicy):
+    """A list of fixed temperatures, each trained as its own run; it cannot train by itself.
+
+    ``distill-sweep --config X.yaml`` expands it into one ``FixedTemperature`` run per value
+    (``expand()``); ``distill fit`` with a grid stops with a one-line error pointing there.
+
+    Args:
+        values: the temperatures of the grid.
+        ce_weight, kd_weight, standardize: as ``FixedTemperature``, shared by every run.
+    """
+
+    def __init__(
+        self,
+        values: Sequence[float] = (1.0, 2.0, 4.0, 8.0),
+        ce_weight: float = 0.1,
+        kd_weight: float = 0.9,
+        standardize: bool = False,
+    ):
+        super().__init__()
+        if not values:
+            raise ValueError("GridTemperature needs at least one value")
+        self.values = tuple(float(value) for value in values)
+        self.ce_weight = float(ce_weight)
+        self.kd_weight = float(kd_weight)
+        self.standardize = bool(standardize)
+
+    def expand(self) -> list[FixedTemperature]:
+        """One ``FixedTemperature`` per grid value, sharing the weights and ``standardize``."""
+        return [FixedTemperature(T, self.ce_weight, self.kd_weight, self.standardize) for T in self.values]
+
+    def forward(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, epoch: int) -> Temperatures:
+        raise DistillError(self.cannot_train_message())
+
+    @staticmethod
+    def cannot_train_message(config: str = "CONFIG.yaml") -> str:
+        return (
+            "GridTemperature is a sweep of runs, not one policy: run `distill-sweep --config "
+            f"{config}` (one FixedTemperature run per value)"
+        )
+
+    def extra_repr(self) -> str:
+        return f"values={self.values}, ce_weight={self.ce_weight}, kd_weight={self.kd_weight}, standardize={self.standardize}"
