@@ -38,10 +38,13 @@ RUN_ID_VARIABLE = "DISTILL_RUN_ID"
 def new_run_id() -> str:
     """``YYYYmmdd-HHMMSS-xxxx``: sortable and unique even for runs started in the same second.
 
-    Stored in the environment so that DDP ranks that Lightning launches as child processes share it.
+    Each CLI in the launching process gets a new id; it is also put in the environment so that the
+    DDP ranks Lightning starts as child processes (``LOCAL_RANK`` > 0) reuse their parent's id.
     """
-    if RUN_ID_VARIABLE not in os.environ:
-        os.environ[RUN_ID_VARIABLE] = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    inherited = os.environ.get(RUN_ID_VARIABLE)
+    if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
+        return inherited
+    os.environ[RUN_ID_VARIABLE] = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     return os.environ[RUN_ID_VARIABLE]
 
 

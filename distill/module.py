@@ -14,6 +14,7 @@ only composes them, logs, and keeps the teacher frozen. ``teacher=None`` trains 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -59,11 +60,12 @@ class DistillationModule(L.LightningModule):
         temperature_policy: TemperaturePolicy | None = None,
         divergence: Divergence | None = None,
         num_classes: int = 10,
-        input_shape: tuple[int, int, int] = (1, 8, 8),
+        input_shape: Sequence[int] = (1, 8, 8),
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
+        input_shape = [int(size) for size in input_shape]  # a list keeps hparams.yaml plain YAML
         self.save_hyperparameters()
         self.student = create(student, num_classes=num_classes, input_shape=input_shape)
         self.teacher = load_teacher(teacher, num_classes, input_shape) if teacher is not None else None

@@ -27,7 +27,7 @@ class DigitsDataModule(L.LightningDataModule):
     """
 
     num_classes = 10
-    input_shape = (1, 8, 8)
+    input_shape = [1, 8, 8]  # a list keeps the saved hparams.yaml plain YAML
 
     def __init__(
         self,

@@ -1,0 +1,106 @@
+"""The `distill` command end to end: a short real run, its files, the config, errors, fresh folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+from tests.conftest import DEFAULT_CONFIG, REPO, run_cli
+
+DISTILL = Path(sys.executable).with_name("distill")
+
+
+def _scalars(log_dir: str, tag: str) -> list[float]:
+    events = EventAccumulator(log_dir, size_guidance={SCALARS: 0})
+    events.Reload()
+    return [event.value for event in events.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """One 3-epoch run of the default experiment (8 batches per epoch), shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("cli")
+    cli = run_cli(tmp_path, "--trainer.max_epochs=3", "--trainer.limit_train_batches=8")
+    return cli, Path(cli.trainer.log_dir)
+
+
+def test_short_run_trains_and_writes_its_files(short_run):
+    cli, log_dir = short_run
+    losses = _scalars(str(log_dir), "train/loss")
+    assert len(losses) == 24
+    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, f"training loss did not fall: {losses}"
+    assert (log_dir / "config.yaml").is_file()
+    assert list(log_dir.glob("events.out.tfevents.*"))
+    last = log_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["state_dict"] and not any(k.startswith("teacher.") for k in checkpoint["state_dict"])
+    assert not cli.model.teacher.training
+
+
+def test_saved_config_resolves_every_hyperparameter(short_run):
+    _, log_dir = short_run
+    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert config["seed_everything"] == 0
+    assert config["model"]["temperature_policy"]["class_path"] == "distill.policies.SigmaAnchoredTemperature"
+    assert config["model"]["optimizer"]["init_args"]["lr"] == 0.1
+    assert config["model"]["lr_scheduler"]["init_args"]["milestones"] == [20, 25]
+    assert config["data"]["init_args"]["batch_size"] == 64
+    # num_classes and input_shape are linked from the data module into the model.
+    hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
+    assert hparams["num_classes"] == 10
+
+
+def test_summary_names_accuracies_folder_and_tensorboard(tmp_path, capsys):
+    cli = run_cli(tmp_path, "--trainer.max_epochs=1")
+    out = capsys.readouterr().out
+    assert "teacher test top-1:" in out and "student test top-1:" in out
+    assert f"run folder:         {cli.trainer.log_dir}" in out
+    assert f"tensorboard --logdir {Path(cli.trainer.log_dir).parent}" in out
+    assert 0.9 < float(cli.trainer.callback_metrics["test/teacher_acc1"]) <= 1.0
+
+
+def test_runs_never_share_a_folder(tmp_path):
+    first = run_cli(tmp_path, "--trainer.max_epochs=1", "--test_after_fit=false").trainer.log_dir
+    second = run_cli(tmp_path, "--trainer.max_epochs=1", "--test_after_fit=false").trainer.log_dir
+    assert first != second and Path(first).parent == Path(second).parent
+    assert (Path(first) / "config.yaml").is_file() and (Path(second) / "config.yaml").is_file()
+
+
+def test_cross_entropy_baseline_through_the_same_path(tmp_path):
+    cli = run_cli(tmp_path, "--model.teacher=null", "--trainer.max_epochs=1")
+    assert cli.model.teacher is None
+    assert "test/teacher_acc1" not in cli.trainer.callback_metrics and "test/acc1" in cli.trainer.callback_metrics
+
+
+def test_print_config_lists_every_hyperparameter():
+    result = subprocess.run(
+        [str(DISTILL), "fit", f"--config={DEFAULT_CONFIG}", "--print_config"],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=True,
+    )  # fmt: skip
+    config = yaml.safe_load(result.stdout)
+    model = config["model"]
+    assert {"student", "teacher", "temperature_policy", "divergence", "optimizer", "lr_scheduler"} <= set(model)
+    assert model["optimizer"]["init_args"]["momentum"] == 0.9
+    assert config["trainer"]["max_epochs"] == 30 and "logger" in config["trainer"]
+    assert config["data"]["class_path"] == "distill.data.DigitsDataModule"
+    assert {"batch_size", "val_fraction", "test_fraction", "split_seed"} <= set(config["data"]["init_args"])
+
+
+def test_bad_teacher_stops_with_one_clear_line(tmp_path):
+    missing = tmp_path / "missing_teacher.pt"
+    result = subprocess.run(
+        [str(DISTILL), "fit", f"--config={DEFAULT_CONFIG}", f"--model.teacher={missing}",
+         f"--trainer.logger.init_args.save_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("distill: error: teacher checkpoint") and str(missing) in lines[-1]
+    assert "Traceback" not in result.stderr
