@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from distill import rng_state
 from distill.divergences import KL, Divergence
 from distill.models import create
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, logit_std
@@ -102,8 +103,11 @@ class DistillationModule(L.LightningModule):
         state = checkpoint["state_dict"]
         for key in [key for key in state if key.startswith(TEACHER_PREFIX)]:
             del state[key]
+        checkpoint[rng_state.CHECKPOINT_KEY] = rng_state.capture()  # exact resume: same shuffles after
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if rng_state.CHECKPOINT_KEY in checkpoint:
+            rng_state.restore(checkpoint[rng_state.CHECKPOINT_KEY])
         # Put the current teacher back so that loading stays strict for everything else.
         if self.teacher is not None:
             checkpoint["state_dict"].update(

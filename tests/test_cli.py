@@ -104,3 +104,21 @@ def test_bad_teacher_stops_with_one_clear_line(tmp_path):
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert lines[-1].startswith("distill: error: teacher checkpoint") and str(missing) in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_last_checkpoint_is_the_last_epoch(short_run):
+    _, log_dir = short_run
+    checkpoint = torch.load(log_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (2, 24)
+
+
+def test_resume_continues_exactly(tmp_path):
+    """2 epochs + resume for a 3rd equals 3 epochs straight, bit for bit (weights, shuffles, LR)."""
+    budget = ("--trainer.limit_train_batches=6", "--test_after_fit=false")
+    straight = run_cli(tmp_path / "straight", "--trainer.max_epochs=3", *budget)
+    first = run_cli(tmp_path / "resumed", "--trainer.max_epochs=2", *budget)
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    resumed = run_cli(tmp_path / "resumed", "--trainer.max_epochs=3", f"--ckpt_path={last}", *budget)
+    assert resumed.trainer.global_step == straight.trainer.global_step == 18
+    for name, value in straight.model.student.state_dict().items():
+        assert torch.equal(resumed.model.student.state_dict()[name], value), name
