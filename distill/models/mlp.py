@@ -36,7 +36,7 @@ class MLP(nn.Module):
 
 @register
 def mlp_small(num_classes: int, input_shape: Sequence[int]) -> nn.Module:
-    """One hidden layer of 32 units."""
+    """One hidden layer of 32 units (2.4k parameters on 8x8 images)."""
     return MLP(num_classes, input_shape, hidden=(32,))
 
 
