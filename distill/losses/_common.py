@@ -7,13 +7,18 @@ import torch
 Temperature = float | torch.Tensor
 
 
+def compute_dtype(logits: torch.Tensor) -> torch.dtype:
+    """The dtype losses and policies compute in: float32 for float16/bfloat16 logits, else their own."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
 def promote(logits: torch.Tensor) -> torch.Tensor:
     """Return ``logits`` as float32 at least (float64 stays float64).
 
     Temperature arithmetic in float16/bfloat16 loses the small logit differences that soft targets
     carry, so every loss works in float32 or better whatever the autocast dtype was.
     """
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits.to(compute_dtype(logits))
 
 
 def as_column(temperature: Temperature, like: torch.Tensor) -> torch.Tensor:

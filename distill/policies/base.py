@@ -7,8 +7,10 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-# Policies whose temperature can reach 0 (TALS at sigma = 0, max-logit when both rows are constant)
-# floor it here; the floor only matters for rows whose KD weight is (near) zero anyway.
+from distill.losses._common import compute_dtype, promote
+
+# Policies whose temperature can reach 0 (TALS at sigma = 0, max-logit when the rows it reads are
+# constant) floor it here; the floor only matters for rows whose KD weight is (near) zero anyway.
 MIN_TEMPERATURE = 1e-4
 
 
@@ -21,7 +23,7 @@ def logit_std(logits: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B]`` tensor. 0 for a constant row; NaN-free for any finite input.
     """
-    return logits.to(torch.promote_types(logits.dtype, torch.float32)).std(dim=-1)
+    return promote(logits).std(dim=-1)
 
 
 @dataclass
@@ -55,8 +57,11 @@ class Temperatures:
 
 
 def per_sample(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Expand a float or 0-d tensor (or pass a ``[B]`` tensor) to ``[B]`` matching ``like``'s batch."""
-    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    """Expand a float or 0-d tensor (or pass a ``[B]`` tensor) to ``[B]`` matching ``like``'s batch.
+
+    The result is float32 at least: a float16 ``like`` must not round T = 15.62 to 15.625.
+    """
+    value = torch.as_tensor(value, dtype=compute_dtype(like), device=like.device)
     return value.expand(like.shape[0]) if value.dim() == 0 else value
 
 
@@ -70,8 +75,9 @@ class TemperaturePolicy(nn.Module):
     """Maps a batch's teacher and student logits to per-sample temperatures and loss weights.
 
     Subclasses implement ``forward(teacher_logits, student_logits, epoch) -> Temperatures`` with
-    ``[B, C]`` float32/float64 logits and ``epoch`` counted from 1. A policy with learnable state
-    (CTKD) keeps it as parameters; the module's optimizer trains it and checkpoints carry it.
+    ``[B, C]`` logits and ``epoch`` counted from 1; every field is float32 or better (float16 and
+    bfloat16 logits are computed in float32, as the losses do). A policy with learnable state (CTKD)
+    keeps it as parameters; the module's optimizer trains it and checkpoints carry it.
     """
 
     def setup(self, num_classes: int) -> None:

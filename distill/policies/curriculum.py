@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from distill.losses._common import compute_dtype, promote
 from distill.policies.base import Temperatures, TemperaturePolicy, mixing_share, per_sample
 from distill.policies.fixed import standardized_temperature
 
@@ -119,13 +120,14 @@ class CurriculumTemperature(TemperaturePolicy):
             return per_sample((self.t_min + self.t_range * torch.sigmoid(theta)).squeeze(0), teacher_logits)
         if self.mlp is None:
             raise RuntimeError("CurriculumTemperature(mode='instance') needs num_classes: call setup(num_classes)")
-        features = torch.cat([teacher_logits.softmax(-1), student_logits.softmax(-1)], dim=-1).detach()
-        features = features.to(self.mlp[0].weight.dtype)
+        # Softmax in float32 at least: float16 probabilities would move the MLP's inputs by ~1e-3.
+        probabilities = [promote(logits).softmax(-1) for logits in (teacher_logits, student_logits)]
+        features = torch.cat(probabilities, dim=-1).detach().to(self.mlp[0].weight.dtype)
         theta = reverse_gradient(self.mlp(features).squeeze(-1), scale)
-        return (self.t_min + self.t_range * torch.sigmoid(theta)).to(teacher_logits.dtype)
+        return (self.t_min + self.t_range * torch.sigmoid(theta)).to(compute_dtype(teacher_logits))
 
     def forward(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, epoch: int) -> Temperatures:
-        temperature = self.raw_temperature(teacher_logits, student_logits, epoch).to(teacher_logits.dtype)
+        temperature = self.raw_temperature(teacher_logits, student_logits, epoch)
         self.last_lambda.fill_(self.curriculum_lambda(epoch))
         self.last_temperature.copy_(temperature.detach().mean())
         if self.standardize:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from distill.losses._common import promote
 from distill.policies.base import MIN_TEMPERATURE, Temperatures, TemperaturePolicy, mixing_share, per_sample
 from distill.policies.fixed import STANDARDIZE_EPS, standardized_temperature
 from distill.policies.base import logit_std
@@ -17,6 +18,7 @@ MAX_LOGIT_FACTOR = (1.0 + math.sqrt(3.0)) / 2.0
 
 def max_abs_zscore(logits: torch.Tensor) -> torch.Tensor:
     """``[B]``: ``max_j |(x_j - mean(x)) / (std(x) + 1e-7)|`` (unbiased std, as the official code)."""
+    logits = promote(logits)  # a float16 mean would shift every z-score by its rounding
     centred = logits - logits.mean(dim=-1, keepdim=True)
     return (centred.abs().amax(dim=-1)) / (logit_std(logits) + STANDARDIZE_EPS)
 
@@ -28,8 +30,9 @@ class MaxLogitTemperature(TemperaturePolicy):
     computed without gradient; per side ``T = tau_i * (std + 1e-7)`` (z-scoring as a temperature),
     KD weight ``kd_weight * tau_i^2``. ``source="both"`` is the official code; ``source="teacher"``
     is the abstract's reading ("only the teacher's maximum logit"). No clamp, as the code, except
-    that tau is floored at 1e-4 when both rows are constant (tau = 0 would divide by zero; the KL of
-    two uniform distributions is 0 at any temperature). For C = 100 tau lies in about [1.36, 13.5].
+    that tau is floored at ``MIN_TEMPERATURE`` (1e-4) when every row it reads is constant (tau = 0
+    would divide by zero; a constant row is uniform at any temperature, and the KD weight is then
+    ``kd_weight * 1e-8``). For C = 100 tau lies in about [1.36, 13.5].
 
     Args:
         source: "both" (official code) or "teacher" (the abstract).
