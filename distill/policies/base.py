@@ -21,7 +21,7 @@ def logit_std(logits: torch.Tensor) -> torch.Tensor:
         logits: ``[B, C]`` (computed in float32 or better).
 
     Returns:
-        ``[B]`` tensor. 0 for a constant row; NaN-free for any finite input.
+        ``[B]`` tensor. 0 for a constant row; NaN-free for any finite input with C >= 2.
     """
     return promote(logits).std(dim=-1)
 

@@ -52,4 +52,5 @@ class GridTemperature(TemperaturePolicy):
         )
 
     def extra_repr(self) -> str:
-        return f"values={self.values}, ce_weight={self.ce_weight}, kd_weight={self.kd_weight}, standardize={self.standardize}"
+        weights = f"ce_weight={self.ce_weight}, kd_weight={self.kd_weight}"
+        return f"values={self.values}, {weights}, standardize={self.standardize}"

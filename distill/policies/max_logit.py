@@ -8,9 +8,15 @@ from typing import Literal
 import torch
 
 from distill.losses._common import promote
-from distill.policies.base import MIN_TEMPERATURE, Temperatures, TemperaturePolicy, mixing_share, per_sample
+from distill.policies.base import (
+    MIN_TEMPERATURE,
+    Temperatures,
+    TemperaturePolicy,
+    logit_std,
+    mixing_share,
+    per_sample,
+)
 from distill.policies.fixed import STANDARDIZE_EPS, standardized_temperature
-from distill.policies.base import logit_std
 
 # tau_i is chosen so that the most extreme z-scored logit, divided by tau_i, is 2 / (1 + sqrt 3).
 MAX_LOGIT_FACTOR = (1.0 + math.sqrt(3.0)) / 2.0
