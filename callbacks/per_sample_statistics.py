@@ -1,0 +1,219 @@
+"""``PerSampleStatistics``: what the temperature policy did to every training sample, in TensorBoard
+histograms and in one raw record file per epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import lightning as L
+import numpy as np
+import torch
+
+from callbacks.records import RECORD_COLUMNS, record_path, write_records
+from callbacks.tensorboard_summary import write_summary
+
+# Columns of the on-device buffer, in order: the record columns except ``epoch`` (constant per file).
+BUFFER_COLUMNS = tuple(name for name in RECORD_COLUMNS if name != "epoch")
+INDEX_COLUMN = BUFFER_COLUMNS.index("index")
+# Record column -> TensorBoard name, for the values that get a histogram (and a mean scalar).
+HISTOGRAM_NAMES = {
+    "sigma": "sigma",
+    "teacher_T": "T_teacher",
+    "student_T": "T_student",
+    "alpha": "alpha",
+    "kd_weight": "kd_weight",
+    "ce_weight": "ce_weight",
+    "kd": "kd",
+    "ce": "ce",
+}
+# Boolean columns only get a mean scalar (an accuracy).
+MEAN_ONLY_NAMES = {"teacher_correct": "teacher_acc", "student_correct": "student_acc"}
+STEP_GROUP = "per_sample"
+EPOCH_GROUP = "per_sample_epoch"
+# float32 holds every integer exactly up to 2**24: beyond that many samples the buffer uses float64.
+FLOAT32_EXACT_INTEGERS = 2**24
+
+
+class PerSampleStatistics(L.Callback):
+    """Collects, for every training sample, what ``DistillationModule.training_step`` returns under
+    ``"per_sample"`` (sigma_i, teacher and student T_i, alpha_i, kd/ce weights, the per-sample KD
+    divergence and CE, teacher/student correctness), then writes:
+
+    - TensorBoard histograms ``per_sample/<name>`` (``sigma``, ``T_teacher``, ``T_student``,
+      ``alpha``, ``kd_weight``, ``ce_weight``, ``kd``, ``ce``) of the samples of the last
+      ``every_n_steps`` steps, and scalars ``per_sample/<name>_mean`` (plus ``teacher_acc_mean`` and
+      ``student_acc_mean``), each time the global step after a batch is a multiple of
+      ``every_n_steps``;
+    - the same over the whole epoch, ``per_sample_epoch/<name>`` and ``per_sample_epoch/<name>_mean``,
+      at every epoch end;
+    - at every epoch end, ``<log_dir>/per_sample/epoch_<epoch:04d>.npz`` with one row per distinct
+      training sample seen that epoch (``callbacks.records``): histograms are lossy, records are not.
+
+    Every histogram and scalar is tagged with the step of the last batch it covers (the trainer's
+    global step while that batch trained: Lightning's x-axis for training scalars), so with
+    ``every_n_steps=5`` the windows land on steps 4, 9, 14, ... A window never spans two epochs:
+    the buffer is cleared at each epoch end.
+
+    Cost: each step appends one ``[B, 13]`` tensor to a buffer on the model's device (no host sync).
+    Only the window writes and the epoch end gather and move data to the CPU.
+
+    DDP: the window decision depends only on ``trainer.global_step``, so every rank gathers at the same
+    steps. Rows are gathered from every rank with same-size ``all_gather`` calls (sizes are gathered
+    first and shorter buffers padded, so even uneven samplers cannot hang), ordered by step then rank,
+    and deduplicated by sample index keeping the first occurrence (``DistributedSampler`` pads the last
+    steps with repeats of samples already seen). Only global rank 0 writes.
+
+    CE-only runs (no teacher: ``training_step`` returns a bare loss) are ignored: nothing is collected
+    or written.
+
+    Args:
+        every_n_steps: window length in optimizer steps; 0 turns the window histograms off (the epoch
+            histograms and records stay).
+        histograms: write TensorBoard histograms and mean scalars.
+        records: write the per-epoch record files.
+    """
+
+    def __init__(self, every_n_steps: int = 50, histograms: bool = True, records: bool = True):
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        self.every_n_steps = int(every_n_steps)
+        self.histograms = bool(histograms)
+        self.records = bool(records)
+        self._buffer: list[torch.Tensor] = []
+        self._window_start = 0  # first buffer chunk of the current window
+        self._last_window_step = -1
+        self._batch_step = 0
+        self._active = False  # True once a batch returned per-sample values (not a CE-only run)
+        self._dtype = torch.float32
+        self._run_dir: str | None = None
+
+    # -- collection (every step, on the device) ------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # trainer.log_dir broadcasts from rank 0: every rank must ask, so ask here, not when writing.
+        self._run_dir = trainer.log_dir
+        self._dtype = torch.float64 if _dataset_size(trainer) > FLOAT32_EXACT_INTEGERS else torch.float32
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._batch_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        per_sample = outputs.get("per_sample") if isinstance(outputs, Mapping) else None
+        if per_sample is None:
+            return
+        self._active = True
+        self._buffer.append(stack_columns(per_sample, self._batch_step, self._dtype))
+        step = trainer.global_step
+        if self.every_n_steps and self.histograms and step % self.every_n_steps == 0 and step != self._last_window_step:
+            # Same decision on every rank: it depends on the global step only.
+            self._last_window_step = step
+            window = torch.cat(self._buffer[self._window_start :])
+            self._window_start = len(self._buffer)
+            table = gather_rows(trainer, pl_module, window)
+            if trainer.is_global_zero:
+                self._log(trainer, STEP_GROUP, table_columns(deduplicate(table)), step - 1)
+
+    # -- epoch end (gather, records, epoch histograms) -------------------------------------------
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._active:
+            return
+        device = pl_module.device
+        rows = torch.cat(self._buffer) if self._buffer else torch.empty(0, len(BUFFER_COLUMNS), device=device)
+        table = gather_rows(trainer, pl_module, rows.to(self._dtype))
+        self._reset()
+        if not trainer.is_global_zero:
+            return
+        columns = table_columns(deduplicate(table))
+        epoch = trainer.current_epoch
+        columns["epoch"] = np.full(len(columns["index"]), epoch, dtype=np.int64)
+        if self.records and self._run_dir is not None:
+            write_records(record_path(self._run_dir, epoch), columns)
+        if self.histograms and len(columns["index"]):
+            self._log(trainer, EPOCH_GROUP, columns, int(columns["step"].max()))
+
+    def _reset(self) -> None:
+        self._buffer = []
+        self._window_start = 0
+
+    def _log(self, trainer: L.Trainer, group: str, columns: dict[str, np.ndarray], step: int) -> None:
+        """Histograms and mean scalars of ``columns`` under ``group`` (global rank 0 only)."""
+        histograms = {f"{group}/{name}": columns[column] for column, name in HISTOGRAM_NAMES.items()}
+        means = {}
+        for column, name in {**HISTOGRAM_NAMES, **MEAN_ONLY_NAMES}.items():
+            values = columns[column].astype(np.float64)
+            values = values[np.isfinite(values)]
+            if values.size:
+                means[f"{group}/{name}_mean"] = float(values.mean())
+        write_summary(trainer.loggers, histograms, means, step)
+
+
+def stack_columns(per_sample: Mapping[str, torch.Tensor], step: int, dtype: torch.dtype) -> torch.Tensor:
+    """One batch's per-sample values as ``[B, len(BUFFER_COLUMNS)]`` on their device.
+
+    Args:
+        per_sample: ``{name: [B] tensor}`` as ``DistillationModule.training_step`` returns (detached).
+        step: the global step the batch trained at (filled into the ``step`` column).
+        dtype: buffer dtype (float32, or float64 for more than 2**24 samples).
+    """
+    reference = per_sample["sigma"]
+    columns = [
+        torch.full_like(reference, step, dtype=dtype) if name == "step" else per_sample[name].to(dtype)
+        for name in BUFFER_COLUMNS
+    ]
+    return torch.stack(columns, dim=1)
+
+
+def gather_rows(trainer: L.Trainer, pl_module: L.LightningModule, rows: torch.Tensor) -> np.ndarray:
+    """Rows from every rank, on the CPU of global rank 0, ordered by position then rank.
+
+    Collective: call it on every rank. Per-rank row counts are gathered first and shorter buffers
+    padded, so the payload ``all_gather`` has the same shape everywhere (a mismatch hangs NCCL and
+    corrupts gloo). With one process nothing is gathered.
+
+    Args:
+        rows: ``[N_rank, K]`` on the module's device.
+
+    Returns:
+        ``[sum of N_rank, K]`` numpy array on global rank 0; an empty array elsewhere.
+    """
+    if trainer.world_size == 1:
+        return rows.cpu().numpy()
+    count = torch.tensor([rows.shape[0]], device=rows.device)
+    counts = pl_module.all_gather(count).view(-1).tolist()
+    longest = max(counts)
+    if rows.shape[0] < longest:
+        rows = torch.cat([rows, rows.new_zeros(longest - rows.shape[0], rows.shape[1])])
+    gathered = pl_module.all_gather(rows)  # [world, longest, K]
+    if not trainer.is_global_zero:
+        return np.empty((0, rows.shape[1]))
+    gathered = gathered.transpose(0, 1).cpu().numpy()  # [longest, world, K]: position-major ≈ time order
+    keep = np.arange(longest)[:, None] < np.asarray(counts)[None, :]
+    return gathered[keep]
+
+
+def deduplicate(table: np.ndarray) -> np.ndarray:
+    """Keep the first row of each sample index, sorted by index.
+
+    Args:
+        table: ``[N, len(BUFFER_COLUMNS)]`` in time order (padding repeats come last).
+
+    Returns:
+        ``[distinct indices, len(BUFFER_COLUMNS)]``.
+    """
+    _, first = np.unique(table[:, INDEX_COLUMN], return_index=True)
+    return table[first]
+
+
+def table_columns(table: np.ndarray) -> dict[str, np.ndarray]:
+    """``[N, K]`` buffer rows -> ``{column: [N] array}`` with the record dtypes (no ``epoch`` yet)."""
+    return {name: table[:, position].astype(RECORD_COLUMNS[name]) for position, name in enumerate(BUFFER_COLUMNS)}
+
+
+def _dataset_size(trainer: L.Trainer) -> int:
+    """Number of training samples if the train dataloader's dataset has a length, else 0."""
+    try:
+        return len(trainer.train_dataloader.dataset)
+    except (AttributeError, TypeError):
+        return 0

@@ -1,0 +1,107 @@
+"""The per-sample record files: one columnar ``.npz`` per training epoch, and the reader analysis uses.
+
+Layout, inside a run's folder (``trainer.log_dir``)::
+
+    <run>/per_sample/epoch_0000.npz      # epoch 0 (Lightning's ``current_epoch``, counted from 0)
+    <run>/per_sample/epoch_0001.npz
+
+Each file holds one array per column (``RECORD_COLUMNS``), all of length N = the number of distinct
+training samples seen that epoch, one row per sample, sorted by ``index``. One ``np.load`` reads it.
+
+This module is plain numpy on purpose: notebooks and tests read records without Lightning or torch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+RECORD_DIR = "per_sample"
+RECORD_PATTERN = "epoch_*.npz"
+
+# column -> dtype on disk. ``epoch`` is 0-based (the policies see ``epoch + 1``); ``step`` is the
+# trainer's global step while the sample's batch was trained (optimizer steps taken before it).
+RECORD_COLUMNS: dict[str, np.dtype] = {
+    "index": np.dtype(np.int64),
+    "label": np.dtype(np.int64),
+    "epoch": np.dtype(np.int64),
+    "step": np.dtype(np.int64),
+    "sigma": np.dtype(np.float32),
+    "teacher_T": np.dtype(np.float32),
+    "student_T": np.dtype(np.float32),
+    "alpha": np.dtype(np.float32),
+    "kd_weight": np.dtype(np.float32),
+    "ce_weight": np.dtype(np.float32),
+    "kd": np.dtype(np.float32),
+    "ce": np.dtype(np.float32),
+    "teacher_correct": np.dtype(np.bool_),
+    "student_correct": np.dtype(np.bool_),
+}
+
+
+def record_path(run_dir: str | os.PathLike, epoch: int) -> Path:
+    """``<run_dir>/per_sample/epoch_<epoch:04d>.npz``."""
+    return Path(run_dir) / RECORD_DIR / f"epoch_{epoch:04d}.npz"
+
+
+def record_files(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's record files, in epoch order (empty if the run wrote none)."""
+    return sorted((Path(run_dir) / RECORD_DIR).glob(RECORD_PATTERN))
+
+
+def write_records(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> Path:
+    """Write one epoch's columns atomically (temporary file in the same folder, then ``os.replace``),
+    so a reader never sees half a file.
+
+    Args:
+        path: destination ``.npz``.
+        columns: ``{name: [N] array}`` for every name of ``RECORD_COLUMNS`` (cast to its dtype).
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    missing = set(RECORD_COLUMNS) - set(columns)
+    if missing:
+        raise ValueError(f"record columns missing: {sorted(missing)}")
+    lengths = {name: len(columns[name]) for name in RECORD_COLUMNS}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"record columns differ in length: {lengths}")
+    arrays = {name: np.asarray(columns[name]).astype(dtype, copy=False) for name, dtype in RECORD_COLUMNS.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz.tmp", dir=path.parent)
+    try:
+        # A file object, not a name: np.savez would append ".npz" to a name.
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_epoch(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """One epoch file as ``{column: [N] array}`` (one ``np.load``)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def read_records(run_dir: str | os.PathLike, epochs: list[int] | None = None) -> dict[str, np.ndarray]:
+    """Every epoch of a run (or only ``epochs``, 0-based) concatenated: ``{column: [sum of N] array}``.
+
+    Rows are ordered by epoch, then by sample index; the ``epoch`` column tells the epochs apart.
+    Raises ``FileNotFoundError`` when the run has no record files.
+    """
+    files = record_files(run_dir)
+    if epochs is not None:
+        wanted = set(epochs)
+        files = [path for path in files if int(path.stem.split("_")[-1]) in wanted]
+    if not files:
+        raise FileNotFoundError(f"no per-sample records ({RECORD_DIR}/{RECORD_PATTERN}) under {run_dir}")
+    parts = [read_epoch(path) for path in files]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
