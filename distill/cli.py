@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 # Imported so that short class names resolve in configs and on the command line.
-import callbacks  # noqa: F401
+import callbacks
 import distill.data  # noqa: F401
 import distill.divergences  # noqa: F401
 import distill.policies  # noqa: F401
@@ -33,6 +33,11 @@ from distill.module import DistillationModule
 from distill.policies import GridTemperature, SigmaAnchoredTemperature
 
 RUN_ID_VARIABLE = "DISTILL_RUN_ID"
+# Top-level arguments holding observer callbacks, on by default; `--<key>=null` switches one off.
+OBSERVER_CALLBACKS = {
+    "per_sample_statistics": callbacks.PerSampleStatistics,
+    "temperature_monitor": callbacks.TemperatureMonitor,
+}
 
 
 def new_run_id() -> str:
@@ -57,6 +62,13 @@ class DistillCLI(LightningCLI):
         parser.add_argument(
             "--test_after_fit", type=bool, default=True, help="After fit, test the last-epoch student and teacher."
         )
+        for key, callback in OBSERVER_CALLBACKS.items():
+            parser.add_argument(
+                f"--{key}",
+                type=callback | None,
+                default=lazy_instance(callback),
+                help=f"{callback.__name__} callback (on by default; null switches it off).",
+            )
         parser.set_defaults(
             {
                 "model.temperature_policy": lazy_instance(SigmaAnchoredTemperature),
@@ -85,6 +97,17 @@ class DistillCLI(LightningCLI):
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "version" in init_args and init_args.get("version") is None:
             init_args["version"] = new_run_id()
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with the observer callbacks that are not switched off appended to its callbacks."""
+        config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
+        observers = [config.get(key) for key in OBSERVER_CALLBACKS]
+        observers = [observer for observer in observers if observer is not None]
+        if observers:
+            existing = kwargs.get("callbacks", config.get("trainer.callbacks"))
+            existing = [] if existing is None else list(existing) if isinstance(existing, list) else [existing]
+            kwargs["callbacks"] = existing + observers
+        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
