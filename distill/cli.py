@@ -45,12 +45,19 @@ def new_run_id() -> str:
 
     Each CLI in the launching process gets a new id; it is also put in the environment so that the
     DDP ranks Lightning starts as child processes (``LOCAL_RANK`` > 0) reuse their parent's id.
+    Under a multi-task ``srun`` every rank is started by SLURM, so the id comes from the job, step
+    and requeue count, which all ranks share.
     """
     inherited = os.environ.get(RUN_ID_VARIABLE)
     if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
         return inherited
-    os.environ[RUN_ID_VARIABLE] = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    return os.environ[RUN_ID_VARIABLE]
+    slurm = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
+    if all(slurm) and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        run_id = f"slurm{slurm[0]}.{slurm[1]}-r{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    else:
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    os.environ[RUN_ID_VARIABLE] = run_id
+    return run_id
 
 
 class DistillCLI(LightningCLI):

@@ -122,3 +122,17 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.trainer.global_step == straight.trainer.global_step == 18
     for name, value in straight.model.student.state_dict().items():
         assert torch.equal(resumed.model.student.state_dict()[name], value), name
+
+
+def test_run_ids_are_fresh_per_cli_shared_by_ddp_children_and_by_srun_tasks(monkeypatch):
+    from distill.cli import RUN_ID_VARIABLE, new_run_id
+
+    first, second = new_run_id(), new_run_id()
+    assert first != second
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a rank Lightning launched as a child process
+    assert new_run_id() == second
+    monkeypatch.delenv(RUN_ID_VARIABLE)
+    for variable, value in {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "8", "SLURM_RESTART_COUNT": "1"}.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert new_run_id() == "slurm4242.0-r1"
