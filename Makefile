@@ -31,5 +31,23 @@ teacher: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## make notebooks: two short real runs (TALS and CTKD) in a temporary folder, then every notebook
+## executed against them with nbmake (DISTILL_RUN_DIRS); a failing cell fails the target
+NOTEBOOK_RUN_ARGS ?= --trainer.max_epochs=2 --trainer.enable_progress_bar=false --per_sample_statistics.every_n_steps=5
+notebooks: $(STAMP)
+	@set -e; runs=$$(mktemp -d); trap 'rm -rf "$$runs"' EXIT; \
+	for policy in SigmaAnchoredTemperature CurriculumTemperature; do \
+	  $(BIN)/distill fit --config configs/default.yaml $(NOTEBOOK_RUN_ARGS) --model.temperature_policy=$$policy \
+	    --trainer.default_root_dir=$$runs --trainer.logger.init_args.save_dir=$$runs \
+	    --trainer.logger.init_args.name=$$policy; \
+	done; \
+	export DISTILL_RUN_DIRS=$$(find "$$runs" -name config.yaml -printf '%h:' | sed 's/:$$//'); \
+	echo "DISTILL_RUN_DIRS=$$DISTILL_RUN_DIRS"; \
+	$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 notebooks/ $(PYTEST_ARGS)
+
+## make bench: every benchmark in benchmarks/ (timings only, nothing asserted)
+bench: $(STAMP)
+	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
 clean:
 	rm -rf runs sweeps .pytest_cache
