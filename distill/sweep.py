@@ -79,8 +79,13 @@ def override(policy: FixedTemperature, run_name: str, source: Path) -> str:
 
 
 def distill_command() -> list[str]:
-    """``distill`` where it is on PATH, else this interpreter running ``distill.cli``."""
-    return ["distill"] if shutil.which("distill") else [sys.executable, "-m", "distill.cli"]
+    """The ``distill`` of this environment: plain ``distill`` where PATH finds that one, else its full path
+    (so that printed commands work without an activated venv, e.g. in a SLURM job), else ``python -m``."""
+    script = Path(sys.executable).parent / "distill"
+    if not script.is_file():
+        return [sys.executable, "-m", "distill.cli"]
+    found = shutil.which("distill")
+    return ["distill"] if found and Path(found).resolve() == script.resolve() else [str(script)]
 
 
 def plan(config: Path, sweep_dir: Path, extra: list[str]) -> tuple[Path, list[tuple[str, list[str]]]]:
@@ -113,12 +118,18 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Expand a GridTemperature config into one FixedTemperature `distill fit` run per value.",
         epilog="Arguments after `--` are passed to every run, e.g. `-- --trainer.max_epochs=5`.",
     )
-    parser.add_argument("--config", required=True, type=Path, help="a config whose model.temperature_policy is a GridTemperature")
-    parser.add_argument("--sweep_dir", type=Path, default=Path("sweeps"), help="where the sweep's folder goes (default: sweeps)")
     parser.add_argument(
-        "--dry_run", "--print_commands", action="store_true",
-        help="write the override configs and print the commands, one a line (e.g. for a SLURM array), without running them",
-    )  # fmt: skip
+        "--config", required=True, type=Path, help="a config whose model.temperature_policy is a GridTemperature"
+    )
+    parser.add_argument(
+        "--sweep_dir", type=Path, default=Path("sweeps"), help="where the sweep's folder goes (default: sweeps)"
+    )
+    parser.add_argument(
+        "--dry_run",
+        "--print_commands",
+        action="store_true",
+        help="write the override configs and print the commands, one a line (for a SLURM array); run nothing",
+    )
     return parser.parse_args(argv), extra
 
 
