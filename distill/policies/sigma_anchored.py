@@ -28,7 +28,8 @@ class SigmaAnchoredTemperature(TemperaturePolicy):
     (sigma = 0) gives T = 1e-4, alpha = 0 and KD weight 0 instead of a division by zero.
 
     Args:
-        alpha_fn: ``[B] sigma -> [B] alpha`` in [0, 1]; swappable from Python (not from a config).
+        alpha_fn: ``[B] sigma -> [B] alpha`` in [0, 1]; swappable from Python or as an import path in a config
+            (``alpha_fn: distill.policies.variance_share``).
     """
 
     def __init__(self, alpha_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
