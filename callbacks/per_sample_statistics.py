@@ -15,6 +15,7 @@ from callbacks.tensorboard_summary import write_summary
 # Columns of the on-device buffer, in order: the record columns except ``epoch`` (constant per file).
 BUFFER_COLUMNS = tuple(name for name in RECORD_COLUMNS if name != "epoch")
 INDEX_COLUMN = BUFFER_COLUMNS.index("index")
+STEP_COLUMN = BUFFER_COLUMNS.index("step")
 # Record column -> TensorBoard name, for the values that get a histogram (and a mean scalar).
 HISTOGRAM_NAMES = {
     "sigma": "sigma",
@@ -54,8 +55,9 @@ class PerSampleStatistics(L.Callback):
     ``every_n_steps=5`` the windows land on steps 4, 9, 14, ... A window never spans two epochs:
     the buffer is cleared at each epoch end.
 
-    Cost: each step appends one ``[B, 13]`` tensor to a buffer on the model's device (no host sync).
-    Only the window writes and the epoch end gather and move data to the CPU.
+    Cost: each step keeps a reference to the step's ``[B]`` tensors, on their device: no kernel, no
+    copy, no host sync. Window writes and the epoch end stack them into one ``[N, 13]`` tensor (a few
+    kernels, however many steps), gather it and move it to the CPU; nothing else does.
 
     DDP: the window decision depends only on ``trainer.global_step``, so every rank gathers at the same
     steps. Rows are gathered from every rank with same-size ``all_gather`` calls (sizes are gathered
@@ -79,15 +81,15 @@ class PerSampleStatistics(L.Callback):
         self.every_n_steps = int(every_n_steps)
         self.histograms = bool(histograms)
         self.records = bool(records)
-        self._buffer: list[torch.Tensor] = []
-        self._window_start = 0  # first buffer chunk of the current window
+        self._batches: list[tuple[int, Mapping[str, torch.Tensor]]] = []  # (step, per-sample values)
+        self._window_start = 0  # first batch of the current window
         self._last_window_step = -1
         self._batch_step = 0
         self._active = False  # True once a batch returned per-sample values (not a CE-only run)
         self._dtype = torch.float32
         self._run_dir: str | None = None
 
-    # -- collection (every step, on the device) ------------------------------------------------
+    # -- collection (every step: a reference to the step's tensors, nothing else) ------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # trainer.log_dir broadcasts from rank 0: every rank must ask, so ask here, not when writing.
         self._run_dir = trainer.log_dir
@@ -104,62 +106,69 @@ class PerSampleStatistics(L.Callback):
         if per_sample is None:
             return
         self._active = True
-        self._buffer.append(stack_columns(per_sample, self._batch_step, self._dtype))
+        # The module returns fresh detached [B] tensors every step; keeping them costs no kernel and
+        # no copy. They are stacked once per write instead of once per step.
+        self._batches.append((self._batch_step, per_sample))
         step = trainer.global_step
         if self.every_n_steps and self.histograms and step % self.every_n_steps == 0 and step != self._last_window_step:
             # Same decision on every rank: it depends on the global step only.
             self._last_window_step = step
-            window = torch.cat(self._buffer[self._window_start :])
-            self._window_start = len(self._buffer)
+            window = stack_rows(self._batches[self._window_start :], self._dtype)
+            self._window_start = len(self._batches)
             table = gather_rows(trainer, pl_module, window)
             if trainer.is_global_zero:
-                self._log(trainer, STEP_GROUP, table_columns(deduplicate(table)), step - 1)
+                self._log(trainer, STEP_GROUP, table, step - 1)
 
     # -- epoch end (gather, records, epoch histograms) -------------------------------------------
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active:
             return
-        device = pl_module.device
-        rows = torch.cat(self._buffer) if self._buffer else torch.empty(0, len(BUFFER_COLUMNS), device=device)
-        table = gather_rows(trainer, pl_module, rows.to(self._dtype))
+        if self._batches:
+            rows = stack_rows(self._batches, self._dtype)
+        else:  # a rank without batches still joins the gathers
+            rows = torch.empty(0, len(BUFFER_COLUMNS), dtype=self._dtype, device=pl_module.device)
+        table = gather_rows(trainer, pl_module, rows)
         self._reset()
         if not trainer.is_global_zero:
             return
-        columns = table_columns(deduplicate(table))
+        table = deduplicate(table)
         epoch = trainer.current_epoch
-        columns["epoch"] = np.full(len(columns["index"]), epoch, dtype=np.int64)
         if self.records and self._run_dir is not None:
+            columns = table_columns(table)
+            columns["epoch"] = np.full(len(table), epoch, dtype=np.int64)
             write_records(record_path(self._run_dir, epoch), columns)
-        if self.histograms and len(columns["index"]):
-            self._log(trainer, EPOCH_GROUP, columns, int(columns["step"].max()))
+        if self.histograms and len(table):
+            self._log(trainer, EPOCH_GROUP, table, int(table[:, STEP_COLUMN].max()))
 
     def _reset(self) -> None:
-        self._buffer = []
+        self._batches = []
         self._window_start = 0
 
-    def _log(self, trainer: L.Trainer, group: str, columns: dict[str, np.ndarray], step: int) -> None:
-        """Histograms and mean scalars of ``columns`` under ``group`` (global rank 0 only)."""
-        histograms = {f"{group}/{name}": columns[column] for column, name in HISTOGRAM_NAMES.items()}
-        means = {}
-        for column, name in {**HISTOGRAM_NAMES, **MEAN_ONLY_NAMES}.items():
-            values = columns[column].astype(np.float64)
-            values = values[np.isfinite(values)]
-            if values.size:
-                means[f"{group}/{name}_mean"] = float(values.mean())
+    def _log(self, trainer: L.Trainer, group: str, table: np.ndarray, step: int) -> None:
+        """Histograms and mean scalars of the ``[N, K]`` rows under ``group`` (global rank 0 only)."""
+        histograms = {f"{group}/{name}": table[:, BUFFER_COLUMNS.index(column)] for column, name in HISTOGRAM_NAMES.items()}
+        names = {**HISTOGRAM_NAMES, **MEAN_ONLY_NAMES}
+        values = table[:, [BUFFER_COLUMNS.index(column) for column in names]].astype(np.float64)
+        finite = np.isfinite(values)
+        counts = finite.sum(axis=0)
+        sums = np.where(finite, values, 0.0).sum(axis=0)
+        means = {f"{group}/{name}_mean": total / count for name, total, count in zip(names.values(), sums, counts) if count}
         write_summary(trainer.loggers, histograms, means, step)
 
 
-def stack_columns(per_sample: Mapping[str, torch.Tensor], step: int, dtype: torch.dtype) -> torch.Tensor:
-    """One batch's per-sample values as ``[B, len(BUFFER_COLUMNS)]`` on their device.
+def stack_rows(batches: list[tuple[int, Mapping[str, torch.Tensor]]], dtype: torch.dtype) -> torch.Tensor:
+    """Batches of per-sample values as one ``[sum of B, len(BUFFER_COLUMNS)]`` tensor on their device.
 
     Args:
-        per_sample: ``{name: [B] tensor}`` as ``DistillationModule.training_step`` returns (detached).
-        step: the global step the batch trained at (filled into the ``step`` column).
-        dtype: buffer dtype (float32, or float64 for more than 2**24 samples).
+        batches: ``(step, per_sample)`` pairs: the global step the batch trained at, and ``{name: [B]
+            tensor}`` as ``DistillationModule.training_step`` returns (detached).
+        dtype: float32, or float64 for more than 2**24 samples.
     """
-    reference = per_sample["sigma"]
+    device = batches[0][1]["sigma"].device
+    sizes = [len(per_sample["sigma"]) for _, per_sample in batches]
+    steps = torch.from_numpy(np.repeat([step for step, _ in batches], sizes)).to(device=device, dtype=dtype)
     columns = [
-        torch.full_like(reference, step, dtype=dtype) if name == "step" else per_sample[name].to(dtype)
+        steps if name == "step" else torch.cat([per_sample[name] for _, per_sample in batches]).to(dtype)
         for name in BUFFER_COLUMNS
     ]
     return torch.stack(columns, dim=1)

@@ -204,7 +204,9 @@ def test_histograms_keep_count_range_and_moments():
     values = np.stack([np.linspace(0, 1, 101), np.full(101, 2.0), np.r_[np.arange(100.0), np.nan]], axis=1)
     first, constant, with_nan = histogram_protos(values, bins=10)
     assert (first.num, first.min, first.max, sum(first.bucket)) == (101, 0.0, 1.0, 101)
-    assert first.bucket_limit[0] == 0.0 and first.bucket_limit[-1] == 1.0 and first.bucket[0] == 0
+    assert np.allclose(first.bucket_limit, np.linspace(0.1, 1.0, 10))
+    reference, _ = np.histogram(values[:, 0], bins=10)  # up to rounding at the bucket edges
+    assert np.abs(np.asarray(first.bucket) - reference).max() <= 1
     assert np.isclose(first.sum, values[:, 0].sum()) and np.isclose(first.sum_squares, (values[:, 0] ** 2).sum())
-    assert (constant.num, constant.min, constant.max, sum(constant.bucket)) == (101, 2.0, 2.0, 101)
+    assert (constant.num, constant.min, constant.max, constant.bucket, constant.bucket_limit) == (101, 2.0, 2.0, [101], [2.0])
     assert (with_nan.num, with_nan.max, sum(with_nan.bucket)) == (100, 99.0, 100)
