@@ -135,7 +135,10 @@ def main() -> None:
 
     results = {}
     for variant, measured in times.items():
-        result = {"epochs_timed": len(measured["wall"]), "hooks_ms_per_epoch": 1000 * statistics.median(measured["hooks"])}
+        result = {
+            "epochs_timed": len(measured["wall"]),
+            "hooks_ms_per_epoch": 1000 * statistics.median(measured["hooks"]),
+        }
         for clock in ("cpu", "wall"):
             median = statistics.median(measured[clock])
             result[f"median_{clock}_ms"] = 1000 * median
@@ -143,8 +146,10 @@ def main() -> None:
         result["hooks_share"] = result["hooks_ms_per_epoch"] / results.get("baseline", result)["median_wall_ms"]
         results[variant] = result
     print(f"per-sample statistics overhead: digits, {args.repeats} repeats x {args.epochs - 1} timed epochs, "
-          f"every_n_steps={args.every_n_steps}, log_every_n_steps={log_every}, {args.threads} torch thread(s)")  # fmt: skip
-    print(f"  {'variant':15s} {'cpu ms':>8s} {'ratio':>6s} {'wall ms':>8s} {'ratio':>6s} {'in hooks':>9s} {'share':>6s}")
+          f"every_n_steps={args.every_n_steps}, log_every_n_steps={log_every}, "
+          f"{args.threads} torch thread(s)")  # fmt: skip
+    header = ("variant", "cpu ms", "ratio", "wall ms", "ratio", "in hooks", "share")
+    print("  {:15s} {:>8s} {:>6s} {:>8s} {:>6s} {:>9s} {:>6s}".format(*header))
     for variant, r in results.items():
         print(f"  {variant:15s} {r['median_cpu_ms']:8.1f} {r['cpu_ratio']:6.3f} {r['median_wall_ms']:8.1f} "
               f"{r['wall_ratio']:6.3f} {r['hooks_ms_per_epoch']:7.2f}ms {100 * r['hooks_share']:5.2f}%")  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 from callbacks.records import RECORD_COLUMNS, record_path, write_records
 from callbacks.tensorboard_summary import write_summary
 
-# Columns of the on-device buffer, in order: the record columns except ``epoch`` (constant per file).
+# Columns of the stacked rows, in order: the record columns except ``epoch`` (constant per file).
 BUFFER_COLUMNS = tuple(name for name in RECORD_COLUMNS if name != "epoch")
 INDEX_COLUMN = BUFFER_COLUMNS.index("index")
 STEP_COLUMN = BUFFER_COLUMNS.index("step")
@@ -101,7 +101,9 @@ class PerSampleStatistics(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self._batch_step = trainer.global_step
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         per_sample = outputs.get("per_sample") if isinstance(outputs, Mapping) else None
         if per_sample is None:
             return
@@ -117,7 +119,8 @@ class PerSampleStatistics(L.Callback):
             self._window_start = len(self._batches)
             table = gather_rows(trainer, pl_module, window)
             if trainer.is_global_zero:
-                self._log(trainer, STEP_GROUP, table, step - 1)
+                # One process sees no sample twice in an epoch; DDP padding may repeat one.
+                self._log(trainer, STEP_GROUP, deduplicate(table) if trainer.world_size > 1 else table, step - 1)
 
     # -- epoch end (gather, records, epoch histograms) -------------------------------------------
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -146,13 +149,17 @@ class PerSampleStatistics(L.Callback):
 
     def _log(self, trainer: L.Trainer, group: str, table: np.ndarray, step: int) -> None:
         """Histograms and mean scalars of the ``[N, K]`` rows under ``group`` (global rank 0 only)."""
-        histograms = {f"{group}/{name}": table[:, BUFFER_COLUMNS.index(column)] for column, name in HISTOGRAM_NAMES.items()}
+        histograms = {
+            f"{group}/{name}": table[:, BUFFER_COLUMNS.index(column)] for column, name in HISTOGRAM_NAMES.items()
+        }
         names = {**HISTOGRAM_NAMES, **MEAN_ONLY_NAMES}
         values = table[:, [BUFFER_COLUMNS.index(column) for column in names]].astype(np.float64)
         finite = np.isfinite(values)
         counts = finite.sum(axis=0)
         sums = np.where(finite, values, 0.0).sum(axis=0)
-        means = {f"{group}/{name}_mean": total / count for name, total, count in zip(names.values(), sums, counts) if count}
+        means = {
+            f"{group}/{name}_mean": total / count for name, total, count in zip(names.values(), sums, counts) if count
+        }
         write_summary(trainer.loggers, histograms, means, step)
 
 

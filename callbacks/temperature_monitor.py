@@ -66,7 +66,9 @@ class TemperatureMonitor(L.Callback):
         self._hparams_written = False
         self._last_step = -1
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         per_sample = outputs.get("per_sample") if isinstance(outputs, Mapping) else None
         if per_sample is None or not trainer.is_global_zero or not trainer.loggers:
             return

@@ -50,7 +50,8 @@ def histogram_protos(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histo
     low, high = columns.min(axis=1), columns.max(axis=1)
     step = np.where(high > low, (high - low) / bins, 1.0)
     bucket = np.clip(((columns - low[:, None]) / step[:, None]).astype(np.int64), 0, bins - 1)
-    counts = np.bincount((bucket + np.arange(width)[:, None] * bins).ravel(), minlength=width * bins).reshape(width, bins)
+    flat = (bucket + np.arange(width)[:, None] * bins).ravel()  # one bincount for every column
+    counts = np.bincount(flat, minlength=width * bins).reshape(width, bins)
     limits = low[:, None] + step[:, None] * np.arange(1, bins + 1)
     limits[:, -1] = high  # exact right edge despite rounding
     sums, squares = columns.sum(axis=1), np.einsum("kn,kn->k", columns, columns)
@@ -67,13 +68,16 @@ def histogram_protos(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histo
     return protos
 
 
-def build_summary(histograms: Mapping[str, np.ndarray], scalars: Mapping[str, float], bins: int = DEFAULT_BINS) -> Summary:
+def build_summary(
+    histograms: Mapping[str, np.ndarray], scalars: Mapping[str, float], bins: int = DEFAULT_BINS
+) -> Summary:
     """One ``Summary`` holding a histogram per ``histograms`` entry (all ``[N]``, same N) and the scalars."""
     tags = list(histograms)
     value = []
     if tags:
         table = np.stack([np.asarray(histograms[tag], dtype=np.float64) for tag in tags], axis=1)
-        value += [Summary.Value(tag=tag, histo=proto) for tag, proto in zip(tags, histogram_protos(table, bins)) if proto]
+        protos = histogram_protos(table, bins)
+        value += [Summary.Value(tag=tag, histo=proto) for tag, proto in zip(tags, protos) if proto is not None]
     value += [Summary.Value(tag=tag, simple_value=float(number)) for tag, number in scalars.items()]
     return Summary(value=value)
 

@@ -24,7 +24,8 @@ def test_notebook_runs_against_real_runs(path, tals_run, ctkd_run, monkeypatch, 
     monkeypatch.setenv("DISTILL_RUN_DIRS", os.pathsep.join([str(tals_run), str(ctkd_run)]))
     notebook = nbformat.read(path, as_version=4)
     assert any("parameters" in cell.metadata.get("tags", []) for cell in notebook.cells), "no parameters cell"
-    client = NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    resources = {"metadata": {"path": str(path.parent)}}  # run from notebooks/, as nbmake does
+    client = NotebookClient(notebook, timeout=120, kernel_name="python3", resources=resources)
     client.execute()  # raises CellExecutionError on the first failing cell
     nbformat.write(notebook, tmp_path / path.name)  # the executed copy, for a look when it fails
     outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]

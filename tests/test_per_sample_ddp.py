@@ -29,7 +29,8 @@ SEED = 0
 
 def padded_duplicate(dataset) -> int:
     """The sample index ``DistributedSampler`` gives twice in epoch 0 (as Lightning configures it)."""
-    seen = [index for rank in range(WORLD) for index in DistributedSampler(dataset, WORLD, rank, shuffle=True, seed=SEED)]
+    samplers = [DistributedSampler(dataset, WORLD, rank, shuffle=True, seed=SEED) for rank in range(WORLD)]
+    seen = [index for sampler in samplers for index in sampler]
     values, counts = np.unique(seen, return_counts=True)
     (duplicate,) = values[counts > 1]
     return int(duplicate)

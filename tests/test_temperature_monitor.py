@@ -97,7 +97,9 @@ def test_flatten_hparams_gives_scalars_and_strings():
         "student": "mlp_small",
         "teacher": None,
         "input_shape": (1, 8, 8),
-        "temperature_policy": Namespace(class_path="distill.policies.FixedTemperature", init_args=Namespace(temperature=4.0)),
+        "temperature_policy": Namespace(
+            class_path="distill.policies.FixedTemperature", init_args=Namespace(temperature=4.0)
+        ),
         "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05, "nesterov": False}},
         "divergence": {"class_path": "distill.divergences.KL"},
     }
