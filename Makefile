@@ -5,7 +5,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CONFIG ?= configs/default.yaml
+# An experiment is config layers: base, data set (+ its recipe), teacher/student pair, method, and the
+# data set's adjustment of that method where one exists (configs/<data>/<method>.yaml, or the file named
+# by the method's family, e.g. configs/digits/ctkd.yaml for ctkd_global and ctkd_instance).
+DATA ?= digits
+PAIR ?= digits_cnn-mlp_small
+METHOD ?= tals
+ADJUSTMENT = $(sort $(wildcard configs/$(DATA)/$(METHOD).yaml configs/$(DATA)/$(firstword $(subst _, ,$(METHOD))).yaml))
+CONFIG ?= configs/base.yaml configs/data/$(DATA).yaml configs/pairs/$(PAIR).yaml configs/methods/$(METHOD).yaml $(ADJUSTMENT)
+CONFIG_ARGS = $(foreach layer,$(CONFIG),--config $(layer))
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -19,13 +27,15 @@ $(STAMP): setup.cfg constraints.txt
 
 install: $(STAMP)
 
-## make train [CONFIG=configs/x.yaml] [ARGS="--trainer.max_epochs=3"]: one run, then its test and summary
+## make train [DATA=digits PAIR=digits_cnn-mlp_small METHOD=tals] [ARGS="--trainer.max_epochs=3"]: one run,
+## then its test and summary; CONFIG="a.yaml b.yaml" gives the layers explicitly instead
 train: $(STAMP)
-	$(BIN)/distill fit --config $(CONFIG) $(ARGS)
+	$(BIN)/distill fit $(CONFIG_ARGS) $(ARGS)
 
-## make teacher CONFIG=configs/teachers/<name>.yaml: train a teacher and write its checkpoint
+## make teacher NAME=<teacher> DATA=<data>: train a teacher (configs/teachers/<NAME>.yaml) and write its checkpoint
 teacher: $(STAMP)
-	$(BIN)/distill fit --config $(CONFIG) $(ARGS)
+	@test -n "$(NAME)" || { echo "make teacher: give NAME=<teacher> (a file in configs/teachers/) and DATA=<data>" >&2; exit 2; }
+	$(BIN)/distill fit --config configs/base.yaml --config configs/data/$(DATA).yaml --config configs/teachers/$(NAME).yaml $(ARGS)
 
 ## make test: the whole suite (unit, CLI runs, CPU DDP, notebooks)
 test: $(STAMP)
@@ -37,7 +47,7 @@ NOTEBOOK_RUN_ARGS ?= --trainer.max_epochs=2 --trainer.enable_progress_bar=false 
 notebooks: $(STAMP)
 	@set -e; runs=$$(mktemp -d); trap 'rm -rf "$$runs"' EXIT; \
 	for policy in SigmaAnchoredTemperature CurriculumTemperature; do \
-	  $(BIN)/distill fit --config configs/default.yaml $(NOTEBOOK_RUN_ARGS) --model.temperature_policy=$$policy \
+	  $(BIN)/distill fit $(CONFIG_ARGS) $(NOTEBOOK_RUN_ARGS) --model.temperature_policy=$$policy \
 	    --trainer.default_root_dir=$$runs --trainer.logger.init_args.save_dir=$$runs \
 	    --trainer.logger.init_args.name=$$policy; \
 	done; \

@@ -3,14 +3,14 @@
     python benchmarks/per_sample_overhead.py [--epochs 8] [--repeats 8] [--every-n-steps N]
 
 Trains the default digits setup (shipped teacher -> mlp_small, TALS, TensorBoard logger, validation
-every epoch, ``every_n_steps`` and ``log_every_n_steps`` as in ``configs/default.yaml``) once per
+every epoch, ``every_n_steps`` and ``log_every_n_steps`` as in ``configs/data/digits.yaml``) once per
 variant and repeat, the variants interleaved in a rotating order so that load on the machine hits
 them alike:
 
 - ``baseline`` and ``baseline again``: no observer callbacks (the second one is an A/A control: its
   ratio to the first is the noise floor of this machine, right now);
 - ``stats``: ``PerSampleStatistics``;
-- ``stats+monitor``: both callbacks, as ``configs/default.yaml`` runs them.
+- ``stats+monitor``: both callbacks, as ``configs/data/digits.yaml`` runs them.
 
 An epoch is timed from ``on_train_epoch_start`` to the end of ``on_train_epoch_end`` (validation, the
 record file and the epoch histograms included); the first epoch of every fit is warm-up and dropped.
@@ -41,7 +41,7 @@ from callbacks import PerSampleStatistics, TemperatureMonitor
 from distill.data import DigitsDataModule
 from distill.module import DistillationModule
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "digits.yaml"
 VARIANTS = ("baseline", "baseline again", "stats", "stats+monitor")
 HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_train_epoch_end")
 
@@ -116,7 +116,7 @@ def one_fit(variant: str, epochs: int, every_n_steps: int, log_every_n_steps: in
 
 
 def config_defaults() -> tuple[int, int]:
-    """``every_n_steps`` and ``log_every_n_steps`` of ``configs/default.yaml``."""
+    """``every_n_steps`` and ``log_every_n_steps`` of ``configs/data/digits.yaml``."""
     config = yaml.safe_load(CONFIG.read_text())
     every = ((config.get("per_sample_statistics") or {}).get("init_args") or {}).get("every_n_steps", 50)
     return int(every), int(config["trainer"].get("log_every_n_steps", 50))

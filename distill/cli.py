@@ -60,6 +60,21 @@ def new_run_id() -> str:
     return run_id
 
 
+# Config layers by folder: a run's default name is "<data>/<pair>/<method>" from the layers it was given.
+NAMED_LAYERS = ("data", "pairs", "methods")
+
+
+def run_name(config_files: list[str]) -> str:
+    """The default run name from the config layers: the stems of the ``configs/data``, ``configs/pairs``
+    and ``configs/methods`` layers joined by ``/`` (e.g. ``digits/digits_cnn-mlp_small/kd``); without
+    such layers, the last config file's stem; with no config at all, ``default``."""
+    paths = [Path(file) for file in config_files]
+    parts = [path.stem for folder in NAMED_LAYERS for path in paths if path.parent.name == folder]
+    if parts:
+        return "/".join(parts)
+    return paths[-1].stem if paths else "default"
+
+
 class DistillCLI(LightningCLI):
     """LightningCLI with the data -> model links, project defaults and a post-fit test and summary."""
 
@@ -88,7 +103,7 @@ class DistillCLI(LightningCLI):
                     "class_path": "torch.optim.lr_scheduler.MultiStepLR",
                     "init_args": {"milestones": [150, 180, 210], "gamma": 0.1},
                 },
-                "trainer.logger": lazy_instance(TensorBoardLogger, save_dir="runs", name="default", default_hp_metric=False),
+                "trainer.logger": lazy_instance(TensorBoardLogger, save_dir="runs", name=None, default_hp_metric=False),
             }
         )
 
@@ -102,6 +117,8 @@ class DistillCLI(LightningCLI):
             raise DistillError(GridTemperature.cannot_train_message(source))
         logger = config.get("trainer.logger")
         init_args = getattr(logger, "init_args", None)
+        if init_args is not None and "name" in init_args and not init_args.get("name"):
+            init_args["name"] = run_name([str(path) for path in config.get("config") or []])
         if init_args is not None and "version" in init_args and init_args.get("version") is None:
             init_args["version"] = new_run_id()
 

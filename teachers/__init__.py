@@ -1,7 +1,7 @@
 """The teacher zoo: a registry of named, trained teachers and their checkpoint files.
 
 ``teachers.load_teacher(name_or_path, num_classes, input_shape)`` is the one door in; teachers are
-trained with ``make teacher CONFIG=configs/teachers/<name>.yaml``.
+trained with ``make teacher NAME=<name> DATA=<data>`` (``configs/teachers/<name>.yaml``).
 """
 
 from teachers.checkpoint import TEACHER_FORMAT, load_teacher, read_teacher_checkpoint, save_teacher_checkpoint

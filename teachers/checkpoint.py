@@ -84,7 +84,7 @@ def load_teacher(name_or_path: str, num_classes: int, input_shape: tuple[int, in
         The teacher in eval mode with ``requires_grad=False``.
     """
     path, entry = resolve(name_or_path)
-    how_to_make = entry.how_to_make if entry else "make teacher CONFIG=configs/teachers/<name>.yaml"
+    how_to_make = entry.how_to_make if entry else "make teacher NAME=<name> DATA=<data>"
     payload = read_teacher_checkpoint(path, how_to_make)
     architecture = payload["architecture"]
     if entry is not None and architecture != entry.architecture:

@@ -23,7 +23,8 @@ class TeacherEntry:
         input_shape: ``(channels, height, width)``.
         test_accuracy: top-1 on the data module's test split, measured when it was made (a test
             re-measures it).
-        config: the config that makes it: ``make teacher CONFIG=<config>``.
+        config: the config that makes it, layered on ``configs/base.yaml`` and ``configs/data/<data>.yaml``.
+        data: the data layer's name: ``make teacher NAME=<config stem> DATA=<data>`` makes the file.
     """
 
     name: str
@@ -34,6 +35,7 @@ class TeacherEntry:
     input_shape: tuple[int, int, int]
     test_accuracy: float
     config: str
+    data: str
 
     @property
     def path(self) -> Path:
@@ -41,7 +43,7 @@ class TeacherEntry:
 
     @property
     def how_to_make(self) -> str:
-        return f"make teacher CONFIG={self.config}"
+        return f"make teacher NAME={Path(self.config).stem} DATA={self.data}"
 
 
 TEACHERS: dict[str, TeacherEntry] = {
@@ -56,6 +58,7 @@ TEACHERS: dict[str, TeacherEntry] = {
             input_shape=(1, 8, 8),
             test_accuracy=0.9972,
             config="configs/teachers/digits_cnn.yaml",
+            data="digits",
         ),
     )
 }

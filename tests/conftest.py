@@ -12,7 +12,23 @@ import torch
 from distill.data import DigitsDataModule
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
+CONFIGS = REPO / "configs"
+# The default experiment (`make train`): base, digits, the digits pair, TALS.
+DEFAULT_CONFIG = [CONFIGS / "base.yaml", CONFIGS / "data" / "digits.yaml", CONFIGS / "pairs" / "digits_cnn-mlp_small.yaml",
+                  CONFIGS / "methods" / "tals.yaml"]  # fmt: skip
+
+
+def experiment(method: str, data: str = "digits", pair: str = "digits_cnn-mlp_small") -> list[Path]:
+    """The config layers of ``make train DATA=<data> PAIR=<pair> METHOD=<method>`` (adjustment included)."""
+    layers = [CONFIGS / "base.yaml", CONFIGS / "data" / f"{data}.yaml", CONFIGS / "pairs" / f"{pair}.yaml",
+              CONFIGS / "methods" / f"{method}.yaml"]  # fmt: skip
+    adjustments = {CONFIGS / data / f"{method}.yaml", CONFIGS / data / f"{method.split('_')[0]}.yaml"}
+    return layers + sorted(path for path in adjustments if path.is_file())
+
+
+def config_args(config: Path | list[Path]) -> list[str]:
+    """``--config=<layer>`` for each layer."""
+    return [f"--config={layer}" for layer in (config if isinstance(config, list) else [config])]
 
 # A short run: few steps, no sanity check, progress bar off, everything under tmp_path.
 SHORT_RUN = [
@@ -53,8 +69,8 @@ def digits_batch(digits):
     return next(iter(digits.train_dataloader()))
 
 
-def run_cli(tmp_path: Path, *args: str, config: Path = DEFAULT_CONFIG, subcommand: str = "fit"):
-    """Run ``distill <subcommand> --config <config> <short run> <args>`` in-process under ``tmp_path``.
+def run_cli(tmp_path: Path, *args: str, config: Path | list[Path] = DEFAULT_CONFIG, subcommand: str = "fit"):
+    """Run ``distill <subcommand> --config <layer>... <short run> <args>`` in-process under ``tmp_path``.
 
     Returns the ``DistillCLI`` (``.trainer``, ``.model``, ``.trainer.log_dir``).
     """
@@ -62,7 +78,7 @@ def run_cli(tmp_path: Path, *args: str, config: Path = DEFAULT_CONFIG, subcomman
 
     argv = [
         subcommand,
-        f"--config={config}",
+        *config_args(config),
         *SHORT_RUN,
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",

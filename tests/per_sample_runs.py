@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import run_cli
 
 EVERY_N_STEPS = 5
-BATCH_SIZE = 64  # configs/default.yaml
+BATCH_SIZE = 64  # configs/data/digits.yaml
 FULL_EPOCHS = ["--trainer.limit_train_batches=1.0", f"--per_sample_statistics.every_n_steps={EVERY_N_STEPS}"]
 POLICIES = {"tals": "SigmaAnchoredTemperature", "ctkd": "CurriculumTemperature"}
 

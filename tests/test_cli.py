@@ -11,7 +11,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from tests.conftest import DEFAULT_CONFIG, REPO, run_cli
+from tests.conftest import DEFAULT_CONFIG, REPO, config_args, run_cli
 
 DISTILL = Path(sys.executable).with_name("distill")
 
@@ -81,7 +81,7 @@ def test_cross_entropy_baseline_through_the_same_path(tmp_path):
 
 def test_print_config_lists_every_hyperparameter():
     result = subprocess.run(
-        [str(DISTILL), "fit", f"--config={DEFAULT_CONFIG}", "--print_config"],
+        [str(DISTILL), "fit", *config_args(DEFAULT_CONFIG), "--print_config"],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=True,
     )  # fmt: skip
     config = yaml.safe_load(result.stdout)
@@ -96,7 +96,7 @@ def test_print_config_lists_every_hyperparameter():
 def test_bad_teacher_stops_with_one_clear_line(tmp_path):
     missing = tmp_path / "missing_teacher.pt"
     result = subprocess.run(
-        [str(DISTILL), "fit", f"--config={DEFAULT_CONFIG}", f"--model.teacher={missing}",
+        [str(DISTILL), "fit", *config_args(DEFAULT_CONFIG), f"--model.teacher={missing}",
          f"--trainer.logger.init_args.save_dir={tmp_path}"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip

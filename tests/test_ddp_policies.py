@@ -1,6 +1,7 @@
 """Every temperature policy and both divergences train under DDP: 2 CPU processes (gloo, ddp_fork).
 
-One ``fit`` per policy config in configs/policies (KL everywhere, DKD in dkd.yaml), 3 steps each: enough
+One ``fit`` per method config in configs/methods (with its digits adjustment; KL everywhere, DKD in
+dkd.yaml), 3 steps each: enough
 for DDP's reducer to fail on a parameter that got no gradient (it raises at the next step when
 ``find_unused_parameters`` is off) and for a NaN to show in the loss. ddp_fork needs no pickling and
 starts fast: about 1 s a run on 2 cores (ddp_spawn costs 5-7 s).
@@ -8,14 +9,12 @@ starts fast: about 1 s a run on 2 cores (ddp_spawn costs 5-7 s).
 
 from __future__ import annotations
 
-import importlib
 import math
 from datetime import timedelta
 
 import lightning as L
 import pytest
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -23,22 +22,17 @@ from distill.data import DigitsDataModule
 from distill.divergences import Divergence
 from distill.module import DistillationModule
 from distill.policies import TemperaturePolicy
-from tests.conftest import REPO
+from tests.conftest import CONFIGS, config_args, experiment
 
-POLICY_CONFIGS = REPO / "configs" / "policies"
-POLICIES = sorted(path.stem for path in POLICY_CONFIGS.glob("*.yaml") if path.stem != "grid")
-
-
-def instantiate(spec: dict):
-    """``class_path`` + ``init_args`` of a config, as an object (the configs use full import paths)."""
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
+POLICIES = sorted(path.stem for path in (CONFIGS / "methods").glob("*.yaml") if path.stem not in ("grid", "ce"))
 
 
 def build(policy: str) -> tuple[TemperaturePolicy, Divergence]:
-    """The config's temperature policy and divergence."""
-    model = yaml.safe_load((POLICY_CONFIGS / f"{policy}.yaml").read_text())["model"]
-    return instantiate(model["temperature_policy"]), instantiate(model["divergence"])
+    """The digits experiment's temperature policy and divergence, parsed by the CLI from its config layers."""
+    from distill.cli import cli_main
+
+    cli = cli_main([*config_args(experiment(policy)), "--per_sample_statistics=null"], run=False)
+    return cli.model.temperature_policy, cli.model.divergence
 
 
 class SameOnEveryRank(Callback):

@@ -5,6 +5,7 @@ switching it off from the command line, and the record format and deduplication 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from distill.data import DigitsDataModule
 from distill.module import PER_SAMPLE_FIELDS, DistillationModule
 from distill.policies import SigmaAnchoredTemperature, logit_std
 from teachers import load_teacher
-from tests.conftest import DEFAULT_CONFIG, run_cli
+from tests.conftest import DEFAULT_CONFIG, config_args, run_cli
 from tests.per_sample_runs import EVERY_N_STEPS, events, steps_per_epoch, tals_run  # noqa: F401
 
 EPOCHS = 2
@@ -156,8 +157,7 @@ def test_switched_off_from_the_command_line(tmp_path):
     cli = run_cli(tmp_path, "--per_sample_statistics=null", "--temperature_monitor=null")
     names = [type(callback).__name__ for callback in cli.trainer.callbacks]
     assert "PerSampleStatistics" not in names and "TemperatureMonitor" not in names
-    log_dir = tmp_path / "runs" / "default"
-    (run,) = [path for path in log_dir.iterdir() if path.is_dir()]
+    run = Path(cli.trainer.log_dir)
     assert not (run / "per_sample").exists()
     tags = events(run).Tags()
     assert not tags["histograms"]
@@ -169,7 +169,7 @@ def test_switched_off_from_the_command_line(tmp_path):
 def test_configured_from_the_command_line():
     from distill.cli import cli_main
 
-    cli = cli_main([f"--config={DEFAULT_CONFIG}", "--per_sample_statistics.every_n_steps=7"], run=False)
+    cli = cli_main([*config_args(DEFAULT_CONFIG), "--per_sample_statistics.every_n_steps=7"], run=False)
     (callback,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, PerSampleStatistics)]
     assert callback.every_n_steps == 7
     assert sum(isinstance(callback, TemperatureMonitor) for callback in cli.trainer.callbacks) == 1

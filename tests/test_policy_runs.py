@@ -1,4 +1,4 @@
-"""A short ``distill fit`` of every policy config in configs/policies: the loss falls, the run folder is
+"""A short ``distill fit`` of every method config in configs/methods on digits: the loss falls, the run folder is
 complete, CTKD's learned temperature is trained, checkpointed and restored, and the grid config refuses
 to train as one run."""
 
@@ -13,10 +13,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import CONFIGS, config_args, experiment, run_cli
 
-POLICY_CONFIGS = REPO / "configs" / "policies"
-TRAINABLE = sorted(path.stem for path in POLICY_CONFIGS.glob("*.yaml") if path.stem != "grid")
+METHOD_CONFIGS = CONFIGS / "methods"
+TRAINABLE = sorted(path.stem for path in METHOD_CONFIGS.glob("*.yaml") if path.stem not in ("grid", "ce"))
 # 2 epochs of 8 batches, every step logged; the validation and test passes stay short.
 BATCHES = 8
 BUDGET = ("--trainer.max_epochs=2", f"--trainer.limit_train_batches={BATCHES}")
@@ -24,10 +24,10 @@ THETA = "temperature_policy.theta"
 
 
 def test_every_policy_has_a_config():
-    expected = {"fixed", "fixed_standardized", "ctkd_global", "ctkd_instance", "max_logit", "sigma_anchored",
+    expected = {"kd", "lskd", "ctkd_global", "ctkd_instance", "max_logit", "max_logit_teacher", "tals",
                 "ttm", "wttm", "dkd"}  # fmt: skip
     assert set(TRAINABLE) == expected
-    assert (POLICY_CONFIGS / "grid.yaml").is_file()
+    assert (METHOD_CONFIGS / "grid.yaml").is_file() and (METHOD_CONFIGS / "ce.yaml").is_file()
 
 
 def scalars(log_dir: str | Path, tag: str) -> list[float]:
@@ -44,10 +44,10 @@ def last_checkpoint(log_dir: str | Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", TRAINABLE)
 def test_policy_config_trains(tmp_path, policy):
-    cli = run_cli(tmp_path, *BUDGET, config=POLICY_CONFIGS / f"{policy}.yaml")
+    cli = run_cli(tmp_path, *BUDGET, config=experiment(policy))
     log_dir = Path(cli.trainer.log_dir)
-    # runs/<policy>/<run id>: the logger's name is the policy's.
-    assert log_dir.parent == tmp_path / "runs" / policy
+    # runs/<data>/<pair>/<method>/<run id>: the run is named from its config layers.
+    assert log_dir.parent == tmp_path / "runs" / "digits" / "digits_cnn-mlp_small" / policy
     assert (log_dir / "config.yaml").is_file()
     assert last_checkpoint(log_dir).is_file()
     # DKD's warm-up multiplies the KD term by epoch / warmup: divide it out, so that what is compared is
@@ -76,7 +76,7 @@ class ThetaAtStart(Callback):
 def test_ctkd_theta_is_trained_checkpointed_and_restored(tmp_path, monkeypatch):
     from distill.module import DistillationModule
 
-    config = POLICY_CONFIGS / "ctkd_global.yaml"
+    config = experiment("ctkd_global")
     first = run_cli(tmp_path, *BUDGET, config=config)
     checkpoint = last_checkpoint(first.trainer.log_dir)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"][THETA]
@@ -106,12 +106,12 @@ def test_ctkd_theta_is_trained_checkpointed_and_restored(tmp_path, monkeypatch):
 def test_grid_config_refuses_to_fit_and_points_to_distill_sweep(tmp_path):
     distill = Path(sys.executable).parent / "distill"
     result = subprocess.run(
-        [str(distill), "fit", f"--config={POLICY_CONFIGS / 'grid.yaml'}"],
+        [str(distill), "fit", *config_args(experiment("grid"))],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("distill: error: GridTemperature")
-    assert f"distill-sweep --config {POLICY_CONFIGS / 'grid.yaml'}" in last_line
+    assert f"distill-sweep --config {METHOD_CONFIGS / 'grid.yaml'}" in last_line
     assert not (tmp_path / "runs").exists()

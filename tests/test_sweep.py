@@ -11,7 +11,7 @@ import yaml
 from distill import sweep
 from tests.conftest import REPO
 
-GRID_CONFIG = REPO / "configs" / "policies" / "grid.yaml"
+GRID_CONFIG = REPO / "configs" / "methods" / "grid.yaml"
 # Passed after `--` to every run of the real sweep: one tiny epoch, outputs under tmp_path.
 TINY_RUN = [
     "--trainer.max_epochs=1",
@@ -59,7 +59,7 @@ def test_each_sweep_gets_a_new_folder(tmp_path, capsys):
     ("config", "message"),
     [
         ("missing.yaml", "config file not found: "),
-        (str(REPO / "configs" / "policies" / "fixed.yaml"), "not a GridTemperature"),
+        (str(REPO / "configs" / "methods" / "kd.yaml"), "not a GridTemperature"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys, config, message):
@@ -73,8 +73,13 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys, config, message):
 
 @pytest.mark.slow
 def test_sweep_runs_one_fixed_temperature_run_per_value(tmp_path):
-    settings = yaml.safe_load(GRID_CONFIG.read_text())
+    # One file holding the digits experiment's layers (base, data, pair) and a 2-value grid.
+    settings = {}
+    for layer in ("base.yaml", "data/digits.yaml", "pairs/digits_cnn-mlp_small.yaml", "methods/grid.yaml"):
+        for key, value in yaml.safe_load((REPO / "configs" / layer).read_text()).items():
+            settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
     settings["model"]["temperature_policy"]["init_args"]["values"] = [2.0, 8.0]
+    settings["trainer"]["logger"]["init_args"]["name"] = "grid"
     config = tmp_path / "grid2.yaml"
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     save_dir = tmp_path / "runs"

@@ -47,7 +47,7 @@ def test_missing_checkpoint_names_the_file_and_how_to_make_it(tmp_path, monkeypa
     with pytest.raises(DistillError) as error:
         load_teacher("digits_cnn", 10, (1, 8, 8))
     message = _one_line(error)
-    assert str(tmp_path / "digits_cnn.pt") in message and "make teacher CONFIG=configs/teachers/digits_cnn.yaml" in message
+    assert str(tmp_path / "digits_cnn.pt") in message and "make teacher NAME=digits_cnn DATA=digits" in message
 
 
 def test_checkpoint_of_another_architecture(tmp_path, monkeypatch):
