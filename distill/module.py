@@ -10,6 +10,15 @@ The data path, top to bottom (``training_step``):
 The maths lives in ``distill.losses``, ``distill.policies`` and ``distill.divergences``; this module
 only composes them, logs, and keeps the teacher frozen. ``teacher=None`` trains plain cross-entropy
 (teachers and CE-only baselines go through the same path).
+
+Where the training batches are a fixed function of the sample index (no random augmentation: digits,
+Fashion-MNIST by default), the teacher's logits are computed once per sample at the start of fit and
+read back by index in every step (the teacher-logit cache); otherwise the teacher runs on every batch.
+
+Logging costs once per logging interval, not per step: the step adds its scalars to on-device sums
+(``distill.train_metrics``) and logs their means every ``trainer.log_every_n_steps`` steps; validation
+and test metrics are torchmetrics states updated per batch and logged once per epoch (exact under DDP:
+every rank's counts are summed).
 """
 
 from __future__ import annotations
@@ -22,15 +31,20 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from distill import rng_state
 from distill.divergences import KL, Divergence
+from distill.errors import DistillError
 from distill.models import create
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, logit_std
+from distill.train_metrics import TrainMetricWindow
 from teachers import load_teacher
 
 TEACHER_PREFIX = "teacher."
+# Images per teacher forward when the teacher-logit cache is filled.
+CACHE_CHUNK = 1024
 
 # Names of the per-sample tensors that ``training_step`` returns under "per_sample" (all [B], detached).
 PER_SAMPLE_FIELDS = (
@@ -52,6 +66,10 @@ class DistillationModule(L.LightningModule):
         input_shape: ``(channels, height, width)`` (linked from the data module).
         optimizer: optimizer factory; ``None`` is SGD(lr=0.05, momentum=0.9, weight_decay=5e-4).
         lr_scheduler: scheduler factory, stepped per epoch; ``None`` is MultiStepLR([150, 180, 210], 0.1).
+        teacher_cache: compute the teacher's logits once per training sample and read them back every
+            step. ``None`` (default): on when the data module says its training batches are deterministic
+            (``has_random_augmentation`` is False and it offers ``train_inputs()``); ``True``: required
+            (an error where batches are randomly augmented); ``False``: run the teacher on every batch.
     """
 
     def __init__(
@@ -64,10 +82,17 @@ class DistillationModule(L.LightningModule):
         input_shape: Sequence[int] = (1, 8, 8),
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        teacher_cache: bool | None = None,
     ):
         super().__init__()
         input_shape = [int(size) for size in input_shape]  # a list keeps hparams.yaml plain YAML
         self.save_hyperparameters()
+        # Built from Python (not the CLI, which records these as class_path/init_args dicts): objects would be
+        # pickled into every checkpoint, which then no longer loads with weights_only=True. Keep them out;
+        # `load_from_checkpoint(path, temperature_policy=..., ...)` takes them again.
+        for name in ("temperature_policy", "divergence", "optimizer", "lr_scheduler"):
+            if not isinstance(self.hparams.get(name), (dict, type(None))):
+                del self.hparams[name]
         self.student = create(student, num_classes=num_classes, input_shape=input_shape)
         self.teacher = load_teacher(teacher, num_classes, input_shape) if teacher is not None else None
         self.temperature_policy = temperature_policy if temperature_policy is not None else SigmaAnchoredTemperature()
@@ -75,14 +100,20 @@ class DistillationModule(L.LightningModule):
         self.divergence = divergence if divergence is not None else KL()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.teacher_cache = teacher_cache
+        # [N, C] teacher logits by training-sample index, filled at the start of fit (never checkpointed).
+        self.register_buffer("cached_teacher_logits", None, persistent=False)
         top_k = min(5, num_classes)
+        self.train_window = TrainMetricWindow(top_k)
+        # Validation/test: states updated per batch, computed (and summed over DDP ranks) once per epoch.
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                for stage in ("train", "val", "test", "test_teacher")
+                for stage in ("val", "test", "test_teacher")
                 for name, k in (("acc1", 1), ("acc5", top_k))
             }
         )
+        self.mean_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
 
     # -- the frozen teacher -------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -97,6 +128,34 @@ class DistillationModule(L.LightningModule):
         """``[B, C]`` teacher logits under ``no_grad`` (not ``inference_mode``: a learnable
         temperature divides them inside the autograd graph)."""
         return self.teacher(images)
+
+    # -- the teacher-logit cache -----------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.cached_teacher_logits = None
+        if self.teacher is None or self.teacher_cache is False:
+            return
+        data = self.trainer.datamodule
+        deterministic = data is not None and not getattr(data, "has_random_augmentation", True)
+        if not (deterministic and hasattr(data, "train_inputs")):
+            if self.teacher_cache:
+                name = type(data).__name__ if data is not None else "the training data"
+                raise DistillError(
+                    f"model.teacher_cache=true: {name} augments its training batches at random, so the teacher "
+                    "must see every batch; use model.teacher_cache=false (or null: on only where batches are fixed)"
+                )
+            return
+        self.cached_teacher_logits = self.compute_teacher_logits(data.train_inputs())
+
+    @torch.no_grad()
+    def compute_teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, C]`` teacher logits of ``images`` (``[N, *input_shape]``, any device), in chunks, under the
+        trainer's precision context (so they equal what the step would compute), kept on this device.
+
+        Every DDP rank computes all N rows itself: one teacher pass over the training set, no collective."""
+        context = self.trainer.precision_plugin.forward_context() if self._trainer is not None else torch.no_grad()
+        with context:
+            chunks = [self.teacher(chunk.to(self.device)) for chunk in images.split(CACHE_CHUNK)]
+        return torch.cat(chunks)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The teacher is rebuilt from its own file; keep its weights out of every student checkpoint.
@@ -161,42 +220,85 @@ class DistillationModule(L.LightningModule):
         student_logits = self.student(images)
         if self.teacher is None:
             loss = F.cross_entropy(student_logits.float(), labels)
-            self.log("train/loss_ce", loss, prog_bar=True)
-            self._log_accuracy("train", student_logits, labels)
-            self.log("train/loss", loss)
+            self._log_train_step(loss, loss, torch.zeros_like(loss), student_logits, labels)
             return loss
-        loss, per_sample = self.distillation_loss(
-            student_logits, self.teacher_logits(images), labels, self.current_epoch + 1
-        )
+        if self.cached_teacher_logits is not None:
+            teacher_logits = self.cached_teacher_logits[index.to(self.cached_teacher_logits.device)]
+        else:
+            teacher_logits = self.teacher_logits(images)
+        loss, per_sample = self.distillation_loss(student_logits, teacher_logits, labels, self.current_epoch + 1)
         per_sample["index"] = index
         weighted_ce = (per_sample["ce_weight"] * per_sample["ce"]).mean()
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/loss_ce", weighted_ce)
-        self.log("train/loss_kd", loss.detach() - weighted_ce)
-        self._log_accuracy("train", student_logits, labels)
+        self._log_train_step(loss, weighted_ce, loss.detach() - weighted_ce, student_logits, labels)
         return {"loss": loss, "per_sample": per_sample}
+
+    def _log_train_step(self, loss, loss_ce, loss_kd, logits, labels) -> None:
+        """Add the step to the on-device window; every ``log_every_n_steps`` steps, publish its means.
+
+        The means go straight to the loggers (TensorBoard ``train/loss``, ``train/loss_ce``, ...), to the
+        progress bar (``train/loss``) and to ``trainer.callback_metrics``, on global rank 0, with one host
+        sync. ``self.log`` is not used here: Lightning's result collection costs about 2 ms a call (even
+        once per interval that was 7% of a digits epoch); epoch-level validation/test metrics still use it.
+        """
+        self.train_window.add(loss, loss_ce, loss_kd, logits, labels)
+        trainer = self._trainer
+        if trainer is not None and (self.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0:
+            self._publish_train_window(self.global_step)
+
+    def on_train_epoch_end(self) -> None:
+        # The epoch's last, partial window (also all a run shorter than one logging interval has), at the
+        # step of its last batch (the optimizer has stepped since).
+        if self.train_window.steps_since_pop:
+            self._publish_train_window(self.global_step - 1)
+
+    def _publish_train_window(self, step: int) -> None:
+        trainer = self._trainer
+        means = self.train_window.pop_means()
+        if not trainer.is_global_zero:
+            return
+        values = self.write_scalars({f"train/{name}": value for name, value in means.items()}, step)
+        trainer.progress_bar_metrics["train/loss"] = values["train/loss"]
+        trainer.callback_metrics.update({name: torch.tensor(value) for name, value in values.items()})
+
+    def write_scalars(self, scalars: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        """Write 0-d tensors to every logger at ``step`` (the batch's global step, Lightning's x-axis for
+        training scalars) with one host sync; returns them as floats. Call it on global rank 0."""
+        values = dict(zip(scalars, torch.stack([value.detach().float() for value in scalars.values()]).tolist()))
+        for logger in self._trainer.loggers if self._trainer is not None else []:
+            logger.log_metrics(values, step=step)
+        return values
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels, _ = batch
-        logits = self.student(images)
-        self.log("val/loss", F.cross_entropy(logits.float(), labels), prog_bar=True)
-        self._log_accuracy("val", logits, labels, prog_bar=True)
+        self._update_eval_metrics("val", self.student(images), labels)
 
     def test_step(self, batch, batch_idx: int) -> None:
         images, labels, _ = batch
-        logits = self.student(images)
-        self.log("test/loss", F.cross_entropy(logits.float(), labels))
-        self._log_accuracy("test", logits, labels)
+        self._update_eval_metrics("test", self.student(images), labels)
         if self.teacher is not None:
-            self._log_accuracy("test_teacher", self.teacher_logits(images), labels, prefix="test/teacher_")
+            logits = self.teacher_logits(images)
+            for name in ("acc1", "acc5"):
+                self.metrics[f"test_teacher_{name}"].update(logits, labels)
 
-    def _log_accuracy(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, prog_bar: bool = False,
-                      prefix: str | None = None) -> None:  # fmt: skip
-        prefix = prefix or f"{stage}/"
+    def _update_eval_metrics(self, stage: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.mean_losses[stage].update(F.cross_entropy(logits.float(), labels), weight=labels.shape[0])
         for name in ("acc1", "acc5"):
-            metric = self.metrics[f"{stage}_{name}"]
-            metric(logits, labels)
-            self.log(f"{prefix}{name}", metric, prog_bar=prog_bar and name == "acc1")
+            self.metrics[f"{stage}_{name}"].update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval_metrics("val", prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval_metrics("test")
+        if self.teacher is not None:
+            for name in ("acc1", "acc5"):
+                self.log(f"test/teacher_{name}", self.metrics[f"test_teacher_{name}"])
+
+    def _log_eval_metrics(self, stage: str, prog_bar: bool = False) -> None:
+        """Log the epoch's loss and accuracies (each metric object computes over every rank, then resets)."""
+        self.log(f"{stage}/loss", self.mean_losses[stage], prog_bar=prog_bar)
+        for name in ("acc1", "acc5"):
+            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=prog_bar and name == "acc1")
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -66,6 +66,12 @@ class DigitsDataModule(L.LightningDataModule):
             rows = torch.as_tensor(rows).sort().values
             self.datasets[split] = IndexedTensorDataset(images[rows], labels[rows])
 
+    def train_inputs(self) -> torch.Tensor:
+        """``[N, 1, 8, 8]``: every training image in index order, exactly as training batches hold them
+        (no random augmentation here), for the teacher-logit cache."""
+        self.setup("fit")
+        return self.datasets["train"].images
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.datasets[split],

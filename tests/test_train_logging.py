@@ -1,0 +1,96 @@
+"""Training scalars are accumulated on the device and published once per logging interval: the values
+written are the window's means, at Lightning's steps, into TensorBoard, the progress bar and
+``callback_metrics``."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import Logger
+
+from distill.data import DigitsDataModule
+from distill.module import DistillationModule
+from distill.policies import FixedTemperature
+from distill.train_metrics import TrainMetricWindow
+
+
+class MemoryLogger(Logger):
+    """Keeps every ``log_metrics`` call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def name(self):
+        return "memory"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+class StepRecorder(L.Callback):
+    """Each step's loss, CE part, student logits and labels, recomputed from the step's outputs."""
+
+    def __init__(self):
+        self.rows: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        per_sample = outputs["per_sample"]
+        self.rows.append({
+            "loss": outputs["loss"].detach(),
+            "loss_ce": (per_sample["ce_weight"] * per_sample["ce"]).mean(),
+            "correct": per_sample["student_correct"].float().sum(),
+            "samples": torch.tensor(float(len(per_sample["label"]))),
+        })  # fmt: skip
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_logged_values_are_the_window_means_at_lightnings_steps(tmp_path, every):
+    L.seed_everything(0, verbose=False)
+    logger, recorder = MemoryLogger(), StepRecorder()
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=7, log_every_n_steps=every, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=logger, callbacks=[recorder], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    module = DistillationModule(temperature_policy=FixedTemperature())
+    trainer.fit(module, DigitsDataModule(batch_size=32))
+    written = [(step, values) for step, values in logger.calls if "train/loss" in values]
+    # Windows end at steps every-1, 2*every-1, ...; the last partial window is written at the epoch's end
+    # (7 steps is less than one digits epoch of 41 batches of 32, so here: at the end of fit).
+    ends = [step for step in range(7) if (step + 1) % every == 0]
+    ends += [6] if 6 not in ends else []
+    assert [step for step, _ in written] == ends
+    start = 0
+    for end, (_, values) in zip(ends, written):
+        rows = recorder.rows[start : end + 1]
+        assert values["train/loss"] == pytest.approx(float(torch.stack([r["loss"] for r in rows]).mean()), rel=1e-5)
+        assert values["train/loss_ce"] == pytest.approx(float(torch.stack([r["loss_ce"] for r in rows]).mean()), rel=1e-5)
+        correct = float(sum(r["correct"] for r in rows))
+        samples = float(sum(r["samples"] for r in rows))
+        assert values["train/acc1"] == pytest.approx(correct / samples, rel=1e-6)
+        assert values["train/loss_kd"] == pytest.approx(values["train/loss"] - values["train/loss_ce"], abs=1e-5)
+        start = end + 1
+    assert trainer.progress_bar_metrics["train/loss"] == pytest.approx(written[-1][1]["train/loss"])
+    assert float(trainer.callback_metrics["train/acc1"]) == pytest.approx(written[-1][1]["train/acc1"])
+
+
+def test_window_counts_top_k_and_resets():
+    window = TrainMetricWindow(top_k=2)
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
+    labels = torch.tensor([0, 2, 0])  # top-1: right, wrong, wrong; top-2: right, right, wrong
+    for loss in (1.0, 3.0):
+        window.add(torch.tensor(loss), torch.tensor(0.5), torch.tensor(loss - 0.5), logits, labels)
+    means = window.pop_means()
+    assert float(means["loss"]) == 2.0 and float(means["loss_ce"]) == 0.5 and float(means["loss_kd"]) == 1.5
+    assert float(means["acc1"]) == pytest.approx(1 / 3) and float(means["acc5"]) == pytest.approx(2 / 3)
+    assert window.steps_since_pop == 0 and not window.sums.any()
