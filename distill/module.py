@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from distill import rng_state
 from distill.divergences import KL, Divergence
 from distill.models import create
+from distill.optim import buffers_unchanged, in_second_pass
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, logit_std
 from teachers import load_teacher
 
@@ -157,6 +158,8 @@ class DistillationModule(L.LightningModule):
         return loss, per_sample
 
     def training_step(self, batch, batch_idx: int):
+        if in_second_pass(self._trainer):  # SAM's second forward-backward (distill/optim/sam.py)
+            return self._sam_second_pass(batch)
         images, labels, index = batch
         student_logits = self.student(images)
         if self.teacher is None:
@@ -174,7 +177,21 @@ class DistillationModule(L.LightningModule):
         self.log("train/loss_ce", weighted_ce)
         self.log("train/loss_kd", loss.detach() - weighted_ce)
         self._log_accuracy("train", student_logits, labels)
+        self._first_pass_per_sample = per_sample  # what SAM's second pass returns for this step
         return {"loss": loss, "per_sample": per_sample}
+
+    def _sam_second_pass(self, batch):
+        """The loss at SAM's perturbed weights, for its gradient only. It logs nothing, leaves BN running statistics
+        and policy state as the first pass left them, and returns the first pass's per-sample values: logs, metrics
+        and callbacks all describe the step at the unperturbed weights."""
+        images, labels, _ = batch
+        with buffers_unchanged(self):
+            student_logits = self.student(images)
+            if self.teacher is None:
+                return F.cross_entropy(student_logits.float(), labels)
+            teacher_logits = self.teacher_logits(images)
+            loss, _ = self.distillation_loss(student_logits, teacher_logits, labels, self.current_epoch + 1)
+        return {"loss": loss, "per_sample": self._first_pass_per_sample}
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels, _ = batch
