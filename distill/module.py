@@ -38,6 +38,7 @@ from distill import rng_state
 from distill.divergences import KL, Divergence
 from distill.errors import DistillError
 from distill.models import create
+from distill.optim import buffers_unchanged, in_second_pass
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, logit_std
 from distill.train_metrics import TrainMetricWindow
 from teachers import load_teacher
@@ -129,6 +130,13 @@ class DistillationModule(L.LightningModule):
         temperature divides them inside the autograd graph)."""
         return self.teacher(images)
 
+    def training_teacher_logits(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``[B, C]`` teacher logits of a training batch: read from the cache by sample index where it is
+        filled, else the live teacher."""
+        if self.cached_teacher_logits is not None:
+            return self.cached_teacher_logits[index.to(self.cached_teacher_logits.device)]
+        return self.teacher_logits(images)
+
     # -- the teacher-logit cache -----------------------------------------------------------------
     def on_fit_start(self) -> None:
         self.cached_teacher_logits = None
@@ -216,21 +224,35 @@ class DistillationModule(L.LightningModule):
         return loss, per_sample
 
     def training_step(self, batch, batch_idx: int):
+        if in_second_pass(self._trainer):  # SAM's second forward-backward (distill/optim/sam.py)
+            return self._sam_second_pass(batch)
         images, labels, index = batch
         student_logits = self.student(images)
         if self.teacher is None:
             loss = F.cross_entropy(student_logits.float(), labels)
             self._log_train_step(loss, loss, torch.zeros_like(loss), student_logits, labels)
             return loss
-        if self.cached_teacher_logits is not None:
-            teacher_logits = self.cached_teacher_logits[index.to(self.cached_teacher_logits.device)]
-        else:
-            teacher_logits = self.teacher_logits(images)
+        teacher_logits = self.training_teacher_logits(images, index)
+        self._first_pass_teacher_logits = teacher_logits  # SAM's second pass reuses them (frozen teacher)
         loss, per_sample = self.distillation_loss(student_logits, teacher_logits, labels, self.current_epoch + 1)
         per_sample["index"] = index
         weighted_ce = (per_sample["ce_weight"] * per_sample["ce"]).mean()
         self._log_train_step(loss, weighted_ce, loss.detach() - weighted_ce, student_logits, labels)
+        self._first_pass_per_sample = per_sample  # what SAM's second pass returns for this step
         return {"loss": loss, "per_sample": per_sample}
+
+    def _sam_second_pass(self, batch):
+        """The loss at SAM's perturbed weights, for its gradient only. It logs nothing, leaves BN running statistics
+        and policy state as the first pass left them, and returns the first pass's per-sample values: logs, metrics
+        and callbacks all describe the step at the unperturbed weights."""
+        images, labels, _ = batch
+        with buffers_unchanged(self):
+            student_logits = self.student(images)
+            if self.teacher is None:
+                return F.cross_entropy(student_logits.float(), labels)
+            teacher_logits = self._first_pass_teacher_logits
+            loss, _ = self.distillation_loss(student_logits, teacher_logits, labels, self.current_epoch + 1)
+        return {"loss": loss, "per_sample": self._first_pass_per_sample}
 
     def _log_train_step(self, loss, loss_ce, loss_kd, logits, labels) -> None:
         """Add the step to the on-device window; every ``log_every_n_steps`` steps, publish its means.
