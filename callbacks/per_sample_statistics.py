@@ -11,6 +11,7 @@ import torch
 
 from callbacks.records import RECORD_COLUMNS, record_path, write_records
 from callbacks.tensorboard_summary import write_summary
+from distill.validation import integer
 
 # Columns of the stacked rows, in order: the record columns except ``epoch`` (constant per file).
 BUFFER_COLUMNS = tuple(name for name in RECORD_COLUMNS if name != "epoch")
@@ -76,9 +77,9 @@ class PerSampleStatistics(L.Callback):
     """
 
     def __init__(self, every_n_steps: int = 50, histograms: bool = True, records: bool = True):
-        if every_n_steps < 0:
-            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
-        self.every_n_steps = int(every_n_steps)
+        self.every_n_steps = integer(
+            "per_sample_statistics.init_args.every_n_steps", every_n_steps, 0, "a number of steps (0: no windows)"
+        )
         self.histograms = bool(histograms)
         self.records = bool(records)
         self._batches: list[tuple[int, Mapping[str, torch.Tensor]]] = []  # (step, per-sample values)

@@ -12,6 +12,7 @@ tested and a short summary is printed.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -19,18 +20,23 @@ import time
 import warnings
 from pathlib import Path
 
-from jsonargparse import lazy_instance
+from jsonargparse import ArgumentError, lazy_instance
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 # Imported so that short class names resolve in configs and on the command line.
 import callbacks
 import distill.data  # noqa: F401
 import distill.divergences  # noqa: F401
 import distill.policies  # noqa: F401
+from distill.checkpoint_io import check_resume_checkpoint
+from distill.cli_errors import argument_error_line, check_config_files, check_run_values, instantiation_error_line
 from distill.errors import DistillError
 from distill.module import DistillationModule
 from distill.policies import GridTemperature, SigmaAnchoredTemperature
+from distill.reliable_training import LIGHTNING_CHECKPOINT_NAMES, add_reliability_defaults
+from distill.run_folder import SaveConfigKeepingPrevious, place_run
 
 RUN_ID_VARIABLE = "DISTILL_RUN_ID"
 # Top-level arguments holding observer callbacks, on by default; `--<key>=null` switches one off.
@@ -78,11 +84,34 @@ def run_name(config_files: list[str]) -> str:
 class DistillCLI(LightningCLI):
     """LightningCLI with the data -> model links, project defaults and a post-fit test and summary."""
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, turning a config file that does not parse and a value that does not validate into one
+        ``DistillError`` line (the parser runs with ``exit_on_error=False``: no usage text)."""
+        check_config_files(sys.argv[1:] if args is None else args if isinstance(args, list) else [])
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            raise DistillError(argument_error_line(str(error))) from None
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a constructor's refusal (``DistillError``, ``ValueError``, Lightning's
+        ``MisconfigurationException``), however jsonargparse wrapped it, becomes one ``DistillError`` line."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, MisconfigurationException) as error:
+            raise DistillError(instantiation_error_line(error)) from None
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.add_argument(
             "--test_after_fit", type=bool, default=True, help="After fit, test the last-epoch student and teacher."
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int,
+            default=500,
+            help="Also write a checkpoint (and last.ckpt) every N training steps, for resuming mid-epoch; 0: only per epoch.",
         )
         for key, callback in OBSERVER_CALLBACKS.items():
             parser.add_argument(
@@ -119,19 +148,34 @@ class DistillCLI(LightningCLI):
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "name" in init_args and not init_args.get("name"):
             init_args["name"] = run_name([str(path) for path in config.get("config") or []])
+        check_run_values(config)
+        notice = place_run(config, fit=self.subcommand == "fit")  # output root, --ckpt_path=last, resumed run's folder
+        if notice and os.environ.get("LOCAL_RANK", "0") == "0":
+            print(notice, file=sys.stderr, flush=True)
         if init_args is not None and "version" in init_args and init_args.get("version") is None:
             init_args["version"] = new_run_id()
 
     def instantiate_trainer(self, **kwargs):
-        """The trainer, with the observer callbacks that are not switched off appended to its callbacks."""
+        """The trainer, with the observer callbacks that are not switched off appended to its callbacks, and the
+        reliability defaults (``distill.reliable_training``). A ``ckpt_path`` is checked before anything else is built."""
         config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
+        checkpoint = config.get("ckpt_path")
+        if checkpoint and checkpoint not in LIGHTNING_CHECKPOINT_NAMES:
+            self.resume_step = check_resume_checkpoint(checkpoint, self.model)
         observers = [config.get(key) for key in OBSERVER_CALLBACKS]
         observers = [observer for observer in observers if observer is not None]
-        if observers:
-            existing = kwargs.get("callbacks", config.get("trainer.callbacks"))
-            existing = [] if existing is None else list(existing) if isinstance(existing, list) else [existing]
-            kwargs["callbacks"] = existing + observers
+        existing = kwargs.get("callbacks", config.get("trainer.callbacks"))
+        existing = [] if existing is None else list(existing) if isinstance(existing, list) else [existing]
+        kwargs["callbacks"] = existing + observers
+        add_reliability_defaults(kwargs, config)
         return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        # Resumed into its own folder at step S: TensorBoard drops the previous run's events from step S on (those
+        # after the checkpoint, trained again now), so the curves continue without a doubled stretch.
+        logger = self.trainer.logger
+        if getattr(self, "resume_step", None) and isinstance(logger, TensorBoardLogger) and logger._experiment is None:
+            logger._kwargs.setdefault("purge_step", self.resume_step)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
@@ -161,8 +205,9 @@ def cli_main(args: list[str] | dict | None = None, run: bool = True) -> DistillC
         DistillationModule,
         subclass_mode_data=True,
         seed_everything_default=0,
+        save_config_callback=SaveConfigKeepingPrevious,
         save_config_kwargs={"overwrite": False},
-        parser_kwargs={"parser_mode": "yaml"},
+        parser_kwargs={"parser_mode": "yaml", "exit_on_error": False},
         args=args,
         run=run,
     )
@@ -172,10 +217,11 @@ def main() -> None:
     """Entry point of the ``distill`` command; user errors print one line and exit with status 2."""
     warnings.filterwarnings("ignore", message=r".*Found \d+ module\(s\) in eval mode.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
     try:
         cli_main()
-    except DistillError as error:
-        print(f"distill: error: {error}", file=sys.stderr)
+    except (DistillError, MisconfigurationException) as error:
+        print(f"distill: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
 
 

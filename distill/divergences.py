@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from distill.losses import dkd, kl_div
+from distill.validation import DIVERGENCE, integer, non_negative
 
 
 class Divergence(nn.Module):
@@ -45,9 +46,9 @@ class DKD(Divergence):
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, warmup: int = 20):
         super().__init__()
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.warmup = int(warmup)
+        self.alpha = non_negative(f"{DIVERGENCE}.alpha", alpha, "a loss weight")
+        self.beta = non_negative(f"{DIVERGENCE}.beta", beta, "a loss weight")
+        self.warmup = integer(f"{DIVERGENCE}.warmup", warmup, 0, "a number of epochs")
 
     def warmup_factor(self, epoch: int) -> float:
         """``min(epoch / warmup, 1)`` (1 when warmup <= 0)."""

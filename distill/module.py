@@ -24,6 +24,7 @@ every rank's counts are summed).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -37,9 +38,11 @@ from torchmetrics.classification import MulticlassAccuracy
 from distill import rng_state
 from distill.divergences import KL, Divergence
 from distill.errors import DistillError
-from distill.models import create
+from distill.models import check_model_fits, create
+from distill.nonfinite import NonFiniteWatch, agree_across_ranks
 from distill.optim import buffers_unchanged, in_second_pass
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, logit_std
+from distill.run_folder import newest_checkpoint
 from distill.train_metrics import TrainMetricWindow
 from teachers import load_teacher
 
@@ -94,7 +97,11 @@ class DistillationModule(L.LightningModule):
         for name in ("temperature_policy", "divergence", "optimizer", "lr_scheduler"):
             if not isinstance(self.hparams.get(name), (dict, type(None))):
                 del self.hparams[name]
-        self.student = create(student, num_classes=num_classes, input_shape=input_shape)
+        try:
+            self.student = create(student, num_classes=num_classes, input_shape=input_shape)
+        except DistillError as error:
+            raise DistillError(f"model.student: {error}") from None
+        check_model_fits(self.student, num_classes, input_shape, f"model.student ({student})")
         self.teacher = load_teacher(teacher, num_classes, input_shape) if teacher is not None else None
         self.temperature_policy = temperature_policy if temperature_policy is not None else SigmaAnchoredTemperature()
         self.temperature_policy.setup(num_classes)
@@ -106,6 +113,8 @@ class DistillationModule(L.LightningModule):
         self.register_buffer("cached_teacher_logits", None, persistent=False)
         top_k = min(5, num_classes)
         self.train_window = TrainMetricWindow(top_k)
+        # Per-sample losses and teacher stds since the last finiteness check (references only; see check_finite).
+        self.nonfinite = NonFiniteWatch()
         # Validation/test: states updated per batch, computed (and summed over DDP ranks) once per epoch.
         self.metrics = nn.ModuleDict(
             {
@@ -137,6 +146,17 @@ class DistillationModule(L.LightningModule):
             return self.cached_teacher_logits[index.to(self.cached_teacher_logits.device)]
         return self.teacher_logits(images)
 
+    def setup(self, stage: str) -> None:
+        # The command line links num_classes and input_shape from the data; a module built in Python may disagree.
+        data = self.trainer.datamodule
+        for name, mine in (("num_classes", self.hparams.num_classes), ("input_shape", list(self.hparams.input_shape))):
+            declared = getattr(data, name, None)
+            if declared is not None and (list(declared) if name == "input_shape" else int(declared)) != mine:
+                raise DistillError(
+                    f"model.{name}: the models were built for {mine} but the data ({type(data).__name__}) gives {declared}; "
+                    f"build the module with {name}={declared} (the distill command links it from the data)"
+                )
+
     # -- the teacher-logit cache -----------------------------------------------------------------
     def on_fit_start(self) -> None:
         self.cached_teacher_logits = None
@@ -153,6 +173,14 @@ class DistillationModule(L.LightningModule):
                 )
             return
         self.cached_teacher_logits = self.compute_teacher_logits(data.train_inputs())
+        bad_rows = ~torch.isfinite(self.cached_teacher_logits).all(dim=-1)
+        if bad_rows.any():  # one host sync, once per fit
+            samples = bad_rows.nonzero().flatten().tolist()
+            shown = ", ".join(str(index) for index in samples[:10]) + (f" and {len(samples) - 10} more" if len(samples) > 10 else "")
+            raise DistillError(
+                f"model.teacher: the teacher gives non-finite logits for training samples [{shown}] (found when its logits "
+                "were cached, before training); check the teacher checkpoint and those inputs"
+            )
 
     @torch.no_grad()
     def compute_teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -166,6 +194,7 @@ class DistillationModule(L.LightningModule):
         return torch.cat(chunks)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()  # a NaN since the last check must stop the run before it reaches a checkpoint
         # The teacher is rebuilt from its own file; keep its weights out of every student checkpoint.
         state = checkpoint["state_dict"]
         for key in [key for key in state if key.startswith(TEACHER_PREFIX)]:
@@ -203,10 +232,13 @@ class DistillationModule(L.LightningModule):
         """
         student = student_logits.float()
         teacher = teacher_logits.float()
-        temperatures = self.temperature_policy(teacher, student, epoch)
-        ce = F.cross_entropy(student, labels, reduction="none")
-        kd = self.divergence(student, teacher, labels, temperatures.student, temperatures.teacher, epoch)
-        loss = (temperatures.ce_weight * ce + temperatures.kd_weight * kd).mean()
+        # Autocast off: under bf16-mixed/16-mixed it would run a learned policy's layers (CTKD's MLP) and the loss's
+        # matmuls in 16 bits; temperatures and losses are computed in float32 (the weights are float32 anyway).
+        with torch.autocast(device_type=student.device.type, enabled=False):
+            temperatures = self.temperature_policy(teacher, student, epoch)
+            ce = F.cross_entropy(student, labels, reduction="none")
+            kd = self.divergence(student, teacher, labels, temperatures.student, temperatures.teacher, epoch)
+            loss = (temperatures.ce_weight * ce + temperatures.kd_weight * kd).mean()
         detached = temperatures.detach()
         per_sample = {
             "label": labels,
@@ -229,13 +261,19 @@ class DistillationModule(L.LightningModule):
         images, labels, index = batch
         student_logits = self.student(images)
         if self.teacher is None:
-            loss = F.cross_entropy(student_logits.float(), labels)
+            ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
+            loss = ce.mean()
+            self.nonfinite.add(self.global_step, self.current_epoch, index, ce)
             self._log_train_step(loss, loss, torch.zeros_like(loss), student_logits, labels)
             return loss
         teacher_logits = self.training_teacher_logits(images, index)
         self._first_pass_teacher_logits = teacher_logits  # SAM's second pass reuses them (frozen teacher)
         loss, per_sample = self.distillation_loss(student_logits, teacher_logits, labels, self.current_epoch + 1)
         per_sample["index"] = index
+        self.nonfinite.add(
+            self.global_step, self.current_epoch, index, per_sample["ce"], per_sample["kd"],
+            per_sample["ce_weight"], per_sample["kd_weight"], per_sample["sigma"],
+        )  # fmt: skip
         weighted_ce = (per_sample["ce_weight"] * per_sample["ce"]).mean()
         self._log_train_step(loss, weighted_ce, loss.detach() - weighted_ce, student_logits, labels)
         self._first_pass_per_sample = per_sample  # what SAM's second pass returns for this step
@@ -265,9 +303,41 @@ class DistillationModule(L.LightningModule):
         self.train_window.add(loss, loss_ce, loss_kd, logits, labels)
         trainer = self._trainer
         if trainer is not None and (self.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0:
+            self.check_finite()
             self._publish_train_window(self.global_step)
 
+    def check_finite(self) -> None:
+        """Stop the run with one ``DistillError`` line naming the first training step (and its samples) whose loss or
+        teacher logits were not finite since the last check; one host sync.
+
+        Called every logging interval, at every epoch end and before every checkpoint is written, on every rank (the
+        module's hooks and the logging interval are the same on all ranks): under DDP the ranks agree on the decision
+        and on the step reported, so all of them stop together.
+        """
+        trainer = self._trainer
+        distributed = (
+            trainer is not None and trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        )
+        bad = self.nonfinite.any_bad(self.device)
+        if distributed:
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if not bad.item():
+            self.nonfinite.clear()
+            return
+        failure = self.nonfinite.first_bad()
+        if distributed:
+            failure = agree_across_ranks(failure, self.device)
+        self.nonfinite.clear()
+        raise DistillError(failure.message(self._newest_checkpoint()))
+
+    def _newest_checkpoint(self) -> str | None:
+        callback = self._trainer.checkpoint_callback if self._trainer is not None else None
+        folder = getattr(callback, "dirpath", None)
+        newest = newest_checkpoint([Path(folder).parent]) if folder else None
+        return str(newest) if newest is not None else None
+
     def on_train_epoch_end(self) -> None:
+        self.check_finite()
         # The epoch's last, partial window (also all a run shorter than one logging interval has), at the
         # step of its last batch (the optimizer has stepped since).
         if self.train_window.steps_since_pop:

@@ -4,6 +4,6 @@ One file per family (``cnn.py``, ``mlp.py``); importing this package registers t
 """
 
 from distill.models import cnn, mlp  # noqa: F401  (registration side effect)
-from distill.models.registry import available, create, register
+from distill.models.registry import available, check_model_fits, create, register
 
-__all__ = ["available", "create", "register"]
+__all__ = ["available", "check_model_fits", "create", "register"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 from distill.errors import DistillError
@@ -41,3 +42,34 @@ def create(name: str, num_classes: int, input_shape: Sequence[int] = (1, 8, 8), 
     if name not in _REGISTRY:
         raise DistillError(f"unknown model {name!r}: available models are {', '.join(available())}")
     return _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+
+
+@torch.no_grad()
+def check_model_fits(model: nn.Module, num_classes: int, input_shape: Sequence[int], field: str) -> None:
+    """Run two blank images ``[2, *input_shape]`` through ``model`` (eval mode, no gradient, on its device) and check it
+    returns ``[2, num_classes]`` logits; else one ``DistillError`` line naming ``field``.
+
+    A model that cannot take the data's image shape otherwise fails deep inside its first training step
+    (a pooling that shrinks the image to nothing, a flatten of the wrong size, a 3-channel stem on grey images).
+    Eval mode leaves BatchNorm statistics untouched; the model's mode is restored.
+    """
+    shape = tuple(int(size) for size in input_shape)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(torch.zeros(2, *shape, device=device))
+    except (RuntimeError, ValueError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise DistillError(
+            f"{field}: cannot take the data's images of shape {shape} ({type(error).__name__}: {reason}); "
+            "choose a model for this image size or another data set"
+        ) from None
+    finally:
+        model.train(was_training)
+    if tuple(logits.shape) != (2, num_classes):
+        raise DistillError(
+            f"{field}: gives logits of shape {tuple(logits.shape[1:])} per image but the data has {num_classes} classes; "
+            "build it with num_classes from the data"
+        )

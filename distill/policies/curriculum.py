@@ -11,6 +11,7 @@ from torch import nn
 from distill.losses._common import compute_dtype, promote
 from distill.policies.base import Temperatures, TemperaturePolicy, mixing_share, per_sample
 from distill.policies.fixed import standardized_temperature
+from distill.validation import POLICY, integer, non_negative, one_of, positive
 
 
 class _GradientReversal(torch.autograd.Function):
@@ -85,14 +86,12 @@ class CurriculumTemperature(TemperaturePolicy):
         num_classes: int | None = None,
     ):
         super().__init__()
-        if mode not in ("global", "instance"):
-            raise ValueError(f"mode must be 'global' or 'instance', got {mode!r}")
-        self.mode = mode
-        self.t_min = float(t_min)
-        self.t_range = float(t_range)
-        self.ramp_epochs = int(ramp_epochs)
-        self.ce_weight = float(ce_weight)
-        self.kd_weight = float(kd_weight)
+        self.mode = one_of(f"{POLICY}.mode", mode, ("global", "instance"))
+        self.t_min = positive(f"{POLICY}.t_min", t_min, "a lowest temperature")
+        self.t_range = non_negative(f"{POLICY}.t_range", t_range, "a temperature range")
+        self.ramp_epochs = integer(f"{POLICY}.ramp_epochs", ramp_epochs, 0, "a number of epochs")
+        self.ce_weight = non_negative(f"{POLICY}.ce_weight", ce_weight, "a loss weight")
+        self.kd_weight = non_negative(f"{POLICY}.kd_weight", kd_weight, "a loss weight")
         self.standardize = bool(standardize)
         self.theta = nn.Parameter(torch.ones(1)) if mode == "global" else None
         self.mlp: nn.Sequential | None = None

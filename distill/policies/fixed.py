@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from distill.policies.base import Temperatures, TemperaturePolicy, logit_std, mixing_share, per_sample
+from distill.validation import POLICY, non_negative, positive
 
 # The official LSKD code adds this to the std, not inside the square root.
 STANDARDIZE_EPS = 1e-7
@@ -42,11 +43,9 @@ class FixedTemperature(TemperaturePolicy):
 
     def __init__(self, T: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9, standardize: bool = False):
         super().__init__()
-        if T <= 0:
-            raise ValueError(f"T must be > 0, got {T}")
-        self.T = float(T)
-        self.ce_weight = float(ce_weight)
-        self.kd_weight = float(kd_weight)
+        self.T = positive(f"{POLICY}.T", T, "a temperature")
+        self.ce_weight = non_negative(f"{POLICY}.ce_weight", ce_weight, "a loss weight")
+        self.kd_weight = non_negative(f"{POLICY}.kd_weight", kd_weight, "a loss weight")
         self.standardize = bool(standardize)
 
     def forward(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, epoch: int) -> Temperatures:

@@ -9,6 +9,7 @@ import torch
 from distill.errors import DistillError
 from distill.policies.base import Temperatures, TemperaturePolicy
 from distill.policies.fixed import FixedTemperature
+from distill.validation import POLICY, fail, non_negative, positive
 
 
 class GridTemperature(TemperaturePolicy):
@@ -30,11 +31,11 @@ class GridTemperature(TemperaturePolicy):
         standardize: bool = False,
     ):
         super().__init__()
-        if not values:
-            raise ValueError("GridTemperature needs at least one value")
-        self.values = tuple(float(value) for value in values)
-        self.ce_weight = float(ce_weight)
-        self.kd_weight = float(kd_weight)
+        if isinstance(values, (str, bytes)) or not values:
+            raise fail(f"{POLICY}.values", values, "a non-empty list of temperatures > 0, e.g. [1, 2, 4, 8]")
+        self.values = tuple(positive(f"{POLICY}.values", value, "temperatures") for value in values)
+        self.ce_weight = non_negative(f"{POLICY}.ce_weight", ce_weight, "a loss weight")
+        self.kd_weight = non_negative(f"{POLICY}.kd_weight", kd_weight, "a loss weight")
         self.standardize = bool(standardize)
 
     def expand(self) -> list[FixedTemperature]:

@@ -17,6 +17,7 @@ from distill.policies.base import (
     per_sample,
 )
 from distill.policies.fixed import STANDARDIZE_EPS, standardized_temperature
+from distill.validation import POLICY, non_negative, one_of
 
 # tau_i is chosen so that the most extreme z-scored logit, divided by tau_i, is 2 / (1 + sqrt 3).
 MAX_LOGIT_FACTOR = (1.0 + math.sqrt(3.0)) / 2.0
@@ -48,11 +49,9 @@ class MaxLogitTemperature(TemperaturePolicy):
 
     def __init__(self, source: Literal["both", "teacher"] = "both", ce_weight: float = 0.1, kd_weight: float = 9.0):
         super().__init__()
-        if source not in ("both", "teacher"):
-            raise ValueError(f"source must be 'both' or 'teacher', got {source!r}")
-        self.source = source
-        self.ce_weight = float(ce_weight)
-        self.kd_weight = float(kd_weight)
+        self.source = one_of(f"{POLICY}.source", source, ("both", "teacher"))
+        self.ce_weight = non_negative(f"{POLICY}.ce_weight", ce_weight, "a loss weight")
+        self.kd_weight = non_negative(f"{POLICY}.kd_weight", kd_weight, "a loss weight")
 
     def tau(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
         """``[B]`` base temperatures tau_i (no gradient)."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from distill.policies.base import MIN_TEMPERATURE, Temperatures, TemperaturePolicy, logit_std
+from distill.validation import POLICY, fail
 
 
 def variance_share(sigma: torch.Tensor) -> torch.Tensor:
@@ -34,6 +35,8 @@ class SigmaAnchoredTemperature(TemperaturePolicy):
 
     def __init__(self, alpha_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
+        if alpha_fn is not None and not callable(alpha_fn):
+            raise fail(f"{POLICY}.alpha_fn", alpha_fn, "a function sigma [B] -> alpha [B], e.g. distill.policies.variance_share")
         self.alpha_fn = alpha_fn or variance_share
 
     def forward(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, epoch: int) -> Temperatures:

@@ -6,6 +6,7 @@ import torch
 
 from distill.losses.power_sum import power_sum
 from distill.policies.base import Temperatures, TemperaturePolicy, mixing_share, per_sample
+from distill.validation import POLICY, non_negative, positive
 
 
 class TransformedTeacherTemperature(TemperaturePolicy):
@@ -24,10 +25,8 @@ class TransformedTeacherTemperature(TemperaturePolicy):
 
     def __init__(self, T: float = 4.0, beta: float = 1.0, weighted: bool = False):
         super().__init__()
-        if T <= 0:
-            raise ValueError(f"T must be > 0, got {T}")
-        self.T = float(T)
-        self.beta = float(beta)
+        self.T = positive(f"{POLICY}.T", T, "a temperature")
+        self.beta = non_negative(f"{POLICY}.beta", beta, "a loss weight")
         self.weighted = bool(weighted)
 
     def forward(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, epoch: int) -> Temperatures:
