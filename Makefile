@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train teacher test notebooks bench clean
+.PHONY: install train teacher teacher-check test notebooks bench clean
 
 $(STAMP): setup.cfg constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ train: $(STAMP)
 ## make teacher CONFIG=configs/teachers/<name>.yaml: train a teacher and write its checkpoint
 teacher: $(STAMP)
 	$(BIN)/distill fit --config $(CONFIG) $(ARGS)
+
+## make teacher-check NAME=<teacher> [ARGS="--data_dir=<folder>"]: a registered teacher's test top-1 next to
+## its expected one; one warning line when more than 1 point below (published files: docs/models.md)
+teacher-check: $(STAMP)
+	$(BIN)/python -m teachers.check $(NAME) $(ARGS)
 
 ## make test: the whole suite (unit, CLI runs, CPU DDP, notebooks)
 test: $(STAMP)
