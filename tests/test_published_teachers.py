@@ -270,9 +270,9 @@ def test_teacher_check_runs_a_published_teacher_on_its_data_module(folders, monk
     [(["nope"], "unknown teacher 'nope'"), (["digits_cnn", "--data_dir=/x"], "takes no data_dir"), (["resnet56_cifar100"], "not")],
 )
 def test_teacher_check_user_errors_are_one_line_and_status_2(capsys, monkeypatch, tmp_path, argv, expected):
-    monkeypatch.setenv("DISTILL_TEACHER_DIR", str(tmp_path))
-    monkeypatch.setattr("teachers.registry.CHECKPOINT_DIR", tmp_path)
-    if argv == ["resnet56_cifar100"]:  # CIFAR-100's data module lives elsewhere; a stand-in that needs no files
+    if argv == ["resnet56_cifar100"]:  # no file; and a stand-in for CIFAR-100's data module, which needs files
+        monkeypatch.setenv("DISTILL_TEACHER_DIR", str(tmp_path))
+        monkeypatch.setattr("teachers.registry.CHECKPOINT_DIR", tmp_path)
         monkeypatch.setitem(TEACHERS, "resnet56_cifar100",
                             dataclasses.replace(TEACHERS["resnet56_cifar100"], dataset=f"{__name__}.RandomCifarDataModule"))  # fmt: skip
         expected = "not found (teacher 'resnet56_cifar100')"
