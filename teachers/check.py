@@ -60,12 +60,14 @@ class TeacherCheck:
         """One line for a teacher below its expected accuracy."""
         return (
             f"warning: teacher {self.entry.name} is {self.shortfall_points:.2f} points below its expected "
-            f"{100 * self.entry.test_accuracy:.2f}% (more than {self.tolerance_points:g}): {self.entry.path} is not the "
-            f"file the registry describes, or the test data differ; get it again: {self.entry.how_to_make}"
+            f"{100 * self.entry.test_accuracy:.2f}% (more than {self.tolerance_points:g}): {self.entry.path} is "
+            f"not the file the registry describes, or the test data differ ({self.entry.remedy})"
         )
 
 
-def build_data_module(class_path: str, data_dir: str | None = None, batch_size: int | None = None) -> L.LightningDataModule:
+def build_data_module(
+    class_path: str, data_dir: str | None = None, batch_size: int | None = None
+) -> L.LightningDataModule:
     """Import ``class_path`` and build it, passing ``data_dir`` and ``batch_size`` where it takes them.
 
     Args:
@@ -136,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``distill-teacher-check`` / ``python -m teachers.check``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="distill-teacher-check", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", help=f"a registered teacher: {', '.join(sorted(TEACHERS))}")
-    parser.add_argument("--data_dir", default=None, help=f"the data's folder (default: ${DATA_DIR_VARIABLE}, else the module's default)")
+    parser.add_argument(
+        "--data_dir", default=None, help=f"the data's folder (default: ${DATA_DIR_VARIABLE}, else the module's default)"
+    )
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--tolerance", type=float, default=1.0, help="points below the expected accuracy before warning")
+    parser.add_argument("--tolerance", type=float, default=1.0, help="points below the expected top-1 before warning")
     args = parser.parse_args(argv)
     try:
         check = measure_teacher(args.name, args.data_dir, args.batch_size, args.device, args.tolerance)

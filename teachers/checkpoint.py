@@ -92,9 +92,10 @@ def load_teacher(name_or_path: str, num_classes: int, input_shape: tuple[int, in
     if entry is not None and not path.is_file():
         raise DistillError(entry.missing_message())
     how_to_make = entry.how_to_make if entry else "make teacher CONFIG=configs/teachers/<name>.yaml"
+    remedy = entry.remedy if entry else f"make it with `{how_to_make}`"
     if entry is not None and entry.file_format == PUBLISHED:
         architecture, classes, shape = entry.architecture, entry.num_classes, entry.input_shape
-        state_dict = read_published_checkpoint(path, how_to_make)
+        state_dict = read_published_checkpoint(path, remedy)
     else:
         payload = read_teacher_checkpoint(path, how_to_make)
         architecture, classes, shape = payload["architecture"], payload["num_classes"], payload["input_shape"]
@@ -107,12 +108,12 @@ def load_teacher(name_or_path: str, num_classes: int, input_shape: tuple[int, in
     if classes != num_classes:
         raise DistillError(
             f"teacher checkpoint {path} has {classes} classes but the data has {num_classes}: "
-            f"use a teacher trained on this data (`{how_to_make}`)"
+            f"use a teacher trained on this data ({remedy})"
         )
     if tuple(shape) != tuple(input_shape):
         raise DistillError(
             f"teacher checkpoint {path} takes images of shape {tuple(shape)} but the data "
-            f"gives {tuple(input_shape)}: use a teacher trained on this data (`{how_to_make}`)"
+            f"gives {tuple(input_shape)}: use a teacher trained on this data ({remedy})"
         )
     teacher = create(architecture, num_classes=num_classes, input_shape=input_shape)
     try:
@@ -120,6 +121,6 @@ def load_teacher(name_or_path: str, num_classes: int, input_shape: tuple[int, in
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise DistillError(
-            f"teacher checkpoint {path} does not fit architecture {architecture!r} ({first}): replace it: {how_to_make}"
+            f"teacher checkpoint {path} does not fit architecture {architecture!r} ({first}): {remedy}"
         ) from None
     return teacher.eval().requires_grad_(False)

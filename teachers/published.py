@@ -31,12 +31,12 @@ PUBLISHED_SAFE_GLOBALS = [
 ]
 
 
-def read_published_checkpoint(path: str | Path, how_to_get: str) -> dict[str, torch.Tensor]:
+def read_published_checkpoint(path: str | Path, remedy: str) -> dict[str, torch.Tensor]:
     """The state_dict held under ``"model"`` in a published teacher file.
 
     Args:
         path: the ``ckpt_epoch_240.pth`` file.
-        how_to_get: how to get a good copy, for the error messages.
+        remedy: how to get a good copy, the end of the error messages.
 
     Returns:
         ``{key: tensor}`` on the CPU.
@@ -50,12 +50,12 @@ def read_published_checkpoint(path: str | Path, how_to_get: str) -> dict[str, to
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a zip, pickled code: all mean "get the file again"
         raise DistillError(
-            f"teacher checkpoint {path} is corrupt or holds more than data ({load_failure_reason(error)}): {how_to_get}"
+            f"teacher checkpoint {path} is corrupt or holds more than data ({load_failure_reason(error)}): {remedy}"
         ) from None
     state = payload.get("model") if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(value) for value in state.values()):
         raise DistillError(
             f"teacher checkpoint {path} is not a published CRD/mdistiller teacher file (no 'model' state_dict): "
-            f"{how_to_get}"
+            f"{remedy}"
         )
     return state

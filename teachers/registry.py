@@ -79,7 +79,7 @@ class TeacherEntry:
 
     @property
     def how_to_make(self) -> str:
-        """How to get the file, as a command or an instruction."""
+        """How to get the file: the command that makes it here, or where to download it and put it."""
         if self.file_format == PUBLISHED:
             return (
                 f"download {self.source} and extract it into ${TEACHER_DIR_VARIABLE} or teachers/checkpoints "
@@ -87,10 +87,15 @@ class TeacherEntry:
             )
         return f"make teacher CONFIG={self.config}"
 
+    @property
+    def remedy(self) -> str:
+        """``how_to_make`` as the end of an error message."""
+        return self.how_to_make if self.file_format == PUBLISHED else f"make it with `{self.how_to_make}`"
+
     def missing_message(self) -> str:
         """One line: the file is missing, where it goes, and where it comes from."""
         places = " or ".join(str(path) for path in self.candidates)
-        return f"teacher checkpoint {places} not found (teacher {self.name!r}): {self.how_to_make}"
+        return f"teacher checkpoint {places} not found (teacher {self.name!r}): {self.remedy}"
 
 
 def _published(arch: str, accuracy: float) -> TeacherEntry:

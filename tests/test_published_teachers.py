@@ -24,7 +24,9 @@ from teachers import TEACHERS, ExportTeacher, TeacherEntry, load_teacher
 from teachers.check import build_data_module, main, measure_teacher
 from teachers.registry import PUBLISHED
 
-EXPECTED = {"resnet56": 72.34, "resnet110": 74.31, "resnet32x4": 79.42, "wrn_40_2": 75.61, "vgg13": 74.64, "ResNet50": 79.34}
+EXPECTED = {
+    "resnet56": 72.34, "resnet110": 74.31, "resnet32x4": 79.42, "wrn_40_2": 75.61, "vgg13": 74.64, "ResNet50": 79.34,
+}  # fmt: skip
 CIFAR = (3, 32, 32)
 
 
@@ -143,7 +145,8 @@ def test_lookup_order_teacher_dir_then_checkpoints(folders, monkeypatch):
     assert torch.equal(from_teacher_dir["fc.weight"], preferred["fc.weight"])
     assert not torch.equal(from_checkpoints["fc.weight"], from_teacher_dir["fc.weight"])
     monkeypatch.delenv("DISTILL_TEACHER_DIR")
-    assert torch.equal(load_teacher("resnet56_cifar100", 100, CIFAR).state_dict()["fc.weight"], from_checkpoints["fc.weight"])
+    fallback = load_teacher("resnet56_cifar100", 100, CIFAR).state_dict()
+    assert torch.equal(fallback["fc.weight"], from_checkpoints["fc.weight"])
 
 
 def test_a_missing_file_says_where_it_goes_and_where_it_comes_from(folders):
@@ -188,7 +191,9 @@ def test_a_bad_published_file_is_one_clear_error(folders, damage):
     assert expected in message
 
 
-@pytest.mark.parametrize(("num_classes", "input_shape", "expected"), [(10, CIFAR, "100 classes"), (100, (1, 28, 28), "(3, 32, 32)")])
+@pytest.mark.parametrize(
+    ("num_classes", "input_shape", "expected"), [(10, CIFAR, "100 classes"), (100, (1, 28, 28), "(3, 32, 32)")]
+)
 def test_a_published_teacher_must_fit_the_data(folders, num_classes, input_shape, expected):
     write_published(folders[0], "resnet56", published_payload("resnet56")[0])
     with pytest.raises(DistillError) as error:
@@ -219,7 +224,8 @@ class RandomCifarDataModule(L.LightningDataModule):
         self.data_dir = data_dir
         self.batch_size = batch_size
         generator = torch.Generator().manual_seed(0)
-        self.test = IndexedTensorDataset(torch.randn(100, *CIFAR, generator=generator), torch.randint(0, 100, (100,), generator=generator))
+        images = torch.randn(100, *CIFAR, generator=generator)
+        self.test = IndexedTensorDataset(images, torch.randint(0, 100, (100,), generator=generator))
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test, batch_size=self.batch_size)
@@ -240,7 +246,8 @@ def test_teacher_check_warns_one_line_when_more_than_a_point_below(capsys, monke
     assert main(["digits_cnn"]) == 0
     out, err = capsys.readouterr()
     assert "99.72%" in out
-    assert err.count("\n") == 1 and err.startswith("warning: teacher digits_cnn is 1.01 points below its expected 100.73%")
+    assert err.count("\n") == 1
+    assert err.startswith("warning: teacher digits_cnn is 1.01 points below its expected 100.73%")
 
 
 def test_teacher_check_runs_a_published_teacher_on_its_data_module(folders, monkeypatch, capsys):
@@ -267,15 +274,18 @@ def test_teacher_check_runs_a_published_teacher_on_its_data_module(folders, monk
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
-    [(["nope"], "unknown teacher 'nope'"), (["digits_cnn", "--data_dir=/x"], "takes no data_dir"), (["resnet56_cifar100"], "not")],
+    [
+        (["nope"], "unknown teacher 'nope'"),
+        (["digits_cnn", "--data_dir=/x"], "takes no data_dir"),
+        (["resnet56_cifar100"], "not found (teacher 'resnet56_cifar100')"),
+    ],
 )
 def test_teacher_check_user_errors_are_one_line_and_status_2(capsys, monkeypatch, tmp_path, argv, expected):
     if argv == ["resnet56_cifar100"]:  # no file; and a stand-in for CIFAR-100's data module, which needs files
         monkeypatch.setenv("DISTILL_TEACHER_DIR", str(tmp_path))
         monkeypatch.setattr("teachers.registry.CHECKPOINT_DIR", tmp_path)
-        monkeypatch.setitem(TEACHERS, "resnet56_cifar100",
-                            dataclasses.replace(TEACHERS["resnet56_cifar100"], dataset=f"{__name__}.RandomCifarDataModule"))  # fmt: skip
-        expected = "not found (teacher 'resnet56_cifar100')"
+        stand_in = dataclasses.replace(TEACHERS["resnet56_cifar100"], dataset=f"{__name__}.RandomCifarDataModule")
+        monkeypatch.setitem(TEACHERS, "resnet56_cifar100", stand_in)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("distill-teacher-check: error:") and expected in err

@@ -65,11 +65,14 @@ def load_weights_file(model: nn.Module, path: str | Path) -> nn.Module:
     """
     path = Path(path)
     if not path.is_file():
-        raise DistillError(f"weights file {path} not found: give the path of a local state_dict file (nothing is downloaded)")
+        raise DistillError(
+            f"weights file {path} not found: give the path of a local state_dict file (nothing is downloaded)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, pickled code
-        raise DistillError(f"weights file {path} is corrupt or holds more than weights ({load_failure_reason(error)})") from None
+        reason = load_failure_reason(error)
+        raise DistillError(f"weights file {path} is corrupt or holds more than weights ({reason})") from None
     if isinstance(payload, dict):
         payload = next((payload[key] for key in ("state_dict", "model") if isinstance(payload.get(key), dict)), payload)
     try:
