@@ -40,6 +40,7 @@ from distill.errors import DistillError
 from distill.models import create
 from distill.optim import buffers_unchanged, in_second_pass
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, logit_std
+from distill.tensorboard_summary import write_summary
 from distill.train_metrics import TrainMetricWindow
 from teachers import load_teacher
 
@@ -310,8 +311,8 @@ class DistillationModule(L.LightningModule):
         """Write 0-d tensors to every logger at ``step`` (the batch's global step, Lightning's x-axis for
         training scalars) with one host sync; returns them as floats. Call it on global rank 0."""
         values = dict(zip(scalars, torch.stack([value.detach().float() for value in scalars.values()]).tolist()))
-        for logger in self._trainer.loggers if self._trainer is not None else []:
-            logger.log_metrics(values, step=step)
+        if self._trainer is not None:
+            write_summary(self._trainer.loggers, {}, values, step)  # one TensorBoard event for all of them
         return values
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -101,7 +101,9 @@ def test_a_teacher_trained_here_goes_where_it_is_looked_up_first(tmp_path, monke
 
     shipped = DIGITS.path.read_bytes()
     monkeypatch.setenv("DISTILL_TEACHER_DIR", str(tmp_path / "teachers"))
-    run_cli(tmp_path, "--trainer.max_epochs=1", config=REPO / "configs" / "teachers" / "digits_cnn.yaml")
+    layers = [REPO / "configs" / "base.yaml", REPO / "configs" / "data" / "digits.yaml",
+              REPO / "configs" / "teachers" / "digits_cnn.yaml"]  # fmt: skip
+    run_cli(tmp_path, "--trainer.max_epochs=1", config=layers)
     written = tmp_path / "teachers" / "digits_cnn.pt"
     assert written.is_file() and DIGITS.path == written
     assert (REPO / "teachers" / "checkpoints" / "digits_cnn.pt").read_bytes() == shipped
