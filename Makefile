@@ -60,9 +60,11 @@ notebooks: $(STAMP)
 	echo "DISTILL_RUN_DIRS=$$DISTILL_RUN_DIRS"; \
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 notebooks/ $(PYTEST_ARGS)
 
-## make bench: every benchmark in benchmarks/ (timings only, nothing asserted)
+## make bench [BENCH_ARGS="--mode quick|full|tiny --only framework,policy,per_sample,gpu"]: every benchmark side by
+## side in one process (quick on the CPU, full on a GPU), written to docs/benchmarks.json and docs/benchmarks.md
+BENCH_ARGS ?=
 bench: $(STAMP)
-	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf runs sweeps .pytest_cache
