@@ -130,6 +130,11 @@ class DistillCLI(LightningCLI):
         metrics = scalar_metrics(trainer.callback_metrics, VALIDATION_KEYS)
         config = self.config[self.subcommand]
         if config.get("test_after_fit", True):
+            # The fit saved config.yaml, but under a fork/spawn DDP launcher it did so in worker processes,
+            # so this process's callback does not know and the test would refuse the existing file.
+            for callback in trainer.callbacks:
+                if isinstance(callback, SaveConfigCallback):
+                    callback.already_saved = True
             trainer.test(self.model, datamodule=self.datamodule, verbose=False)
             metrics |= scalar_metrics(trainer.callback_metrics, TEST_KEYS)
             if trainer.is_global_zero:

@@ -86,6 +86,17 @@ def test_a_fixed_folder_takes_a_resume_from_its_own_checkpoint_only(tmp_path):
     assert read_run_metrics(log_dir)["epochs"] == 2
 
 
+@pytest.mark.ddp
+@pytest.mark.timeout(180)
+def test_fit_and_its_test_under_fork_ddp_write_metrics_json(tmp_path):
+    """The post-fit test used to refuse the config.yaml that the fit's fork workers had saved."""
+    ddp = ("--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp_fork")
+    cli = run_cli(tmp_path, "--trainer.max_epochs=1", *ddp)
+    record = read_run_metrics(cli.trainer.log_dir)
+    assert {"val/acc1", "test/acc1", "test/teacher_acc1"} <= set(record["metrics"])
+    assert record["epochs"] is None  # the workers report only their metrics back
+
+
 def test_summary_names_accuracies_folder_and_tensorboard(tmp_path, capsys):
     cli = run_cli(tmp_path, "--trainer.max_epochs=1")
     out = capsys.readouterr().out
