@@ -4,6 +4,7 @@ runs in one restartable sweep folder, locally or as a SLURM array."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import shlex
 import subprocess
@@ -20,6 +21,7 @@ from distill.report import build_report
 from distill.report.statistics import compare
 from distill.run_metrics import read_run_metrics, write_run_metrics
 from distill.sweep.definition import parse_seeds, short_names, split_values
+from distill.sweep.execute import child_environment
 from distill.sweep.slurm import array_spec
 from tests.conftest import REPO
 
@@ -210,6 +212,28 @@ def test_slurm_array_script_runs_each_unfinished_point_as_a_task(tmp_path, capsy
     assert "[5/8] T=1.0/seed1: new" in result.stderr
     assert shlex.split(result.stdout.strip()) == commands[4]
     assert array_spec([4, 1, 2, 3, 9]) == "1-4,9"
+
+
+def test_a_point_running_in_another_process_is_skipped(tmp_path, capsys):
+    folder, _ = plan(tmp_path, "--config", str(POLICIES / "fixed.yaml"))
+    with open(folder / "fixed" / "seed0.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the running point's distill-sweep holds it
+        capsys.readouterr()
+        assert sweep.main(["--resume", str(folder)]) == 0
+    messages = capsys.readouterr().err
+    assert "[1/1] fixed/seed0: skipped (running in another process)" in messages and "starting" not in messages
+    assert not (folder / "fixed" / "seed0").exists() and not (folder / "results.csv").exists()
+
+
+def test_parallel_children_share_the_cores_and_take_the_gpus_in_turn(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    environments = [child_environment(slot, jobs=3) for slot in range(3)]
+    assert [environment["CUDA_VISIBLE_DEVICES"] for environment in environments] == ["3", "5", "3"]
+    assert environments[0]["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 3))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's own setting wins
+    assert child_environment(0, jobs=3)["OMP_NUM_THREADS"] == "7"
+    assert child_environment(None, jobs=1) == dict(os.environ)  # one at a time: the environment as it is
 
 
 def run_script(script: Path, task: int, *arguments: str) -> subprocess.CompletedProcess:
