@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="distill-report",
         description="Per-configuration mean +- std of test top-1 over seeds, grid mean and grid best (val), "
-        "differences against a baseline row with 95%% CI and p-value; results.csv, results.md, results.png.",
+        "differences against a baseline row with 95% CI and p-value; results.csv, results.md, results.png.",
     )
     parser.add_argument("sweep_dir", type=Path, help="a folder made by distill-sweep")
     parser.add_argument("--baseline", help="the row the others are compared with, e.g. 'grid best (val)'")
