@@ -20,8 +20,9 @@ import warnings
 from pathlib import Path
 
 from jsonargparse import lazy_instance
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
 # Imported so that short class names resolve in configs and on the command line.
 import callbacks
@@ -31,6 +32,7 @@ import distill.policies  # noqa: F401
 from distill.errors import DistillError
 from distill.module import DistillationModule
 from distill.policies import GridTemperature, SigmaAnchoredTemperature
+from distill.run_metrics import TEST_KEYS, VALIDATION_KEYS, scalar_metrics, write_run_metrics
 
 RUN_ID_VARIABLE = "DISTILL_RUN_ID"
 # Top-level arguments holding observer callbacks, on by default; `--<key>=null` switches one off.
@@ -133,12 +135,57 @@ class DistillCLI(LightningCLI):
             kwargs["callbacks"] = existing + observers
         return super().instantiate_trainer(**kwargs)
 
+    def before_fit(self) -> None:
+        self._fit_started = time.perf_counter()
+
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
-            return
-        self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-        if self.trainer.is_global_zero:
-            print_summary(self.trainer)
+        trainer = self.trainer
+        if trainer.interrupted or trainer.received_sigterm:
+            return  # no test and no metrics.json: the run did not finish (distill-sweep resumes it)
+        fit_seconds = time.perf_counter() - self._fit_started
+        # The test replaces callback_metrics, so the last validation's values are taken first.
+        metrics = scalar_metrics(trainer.callback_metrics, VALIDATION_KEYS)
+        config = self.config[self.subcommand]
+        if config.get("test_after_fit", True):
+            # The fit saved config.yaml, but under a fork/spawn DDP launcher it did so in worker processes,
+            # so this process's callback does not know and the test would refuse the existing file.
+            for callback in trainer.callbacks:
+                if isinstance(callback, SaveConfigCallback):
+                    callback.already_saved = True
+            trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            metrics |= scalar_metrics(trainer.callback_metrics, TEST_KEYS)
+            if trainer.is_global_zero:
+                print_summary(trainer)
+        run_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if trainer.is_global_zero and run_dir:
+            layers = [getattr(layer, "relative", layer) for layer in config.get("config") or []]
+            seed = config.get("seed_everything")
+            seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+            # Under a fork/spawn launcher the fit ran in worker processes, which send back only the
+            # metrics: this process does not know the epoch and step counts.
+            in_workers = isinstance(trainer.strategy.launcher, _MultiProcessingLauncher)
+            epochs, steps = (None, None) if in_workers else (trainer.current_epoch, trainer.global_step)
+            write_run_metrics(run_dir, metrics, epochs, steps, seed, fit_seconds, layers)
+
+
+class SaveConfigKeepingPrevious(SaveConfigCallback):
+    """Lightning's ``config.yaml`` writer, which refuses to overwrite another run's config, except for a
+    run resumed from a checkpoint inside its own folder (``distill-sweep`` resumes an interrupted point
+    in place): there the previous ``config.yaml`` is kept as ``config.previous-<n>.yaml``.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        checkpoint = self.config.get("ckpt_path")
+        run_dir = trainer.log_dir if checkpoint and not self.already_saved else None  # every rank asks (broadcast)
+        if run_dir and trainer.is_global_zero:
+            log_dir = Path(run_dir).resolve()
+            saved = log_dir / self.config_filename
+            if saved.is_file() and Path(checkpoint).resolve().is_relative_to(log_dir):
+                number = 1
+                while (kept := log_dir / f"{saved.stem}.previous-{number}{saved.suffix}").exists():
+                    number += 1
+                saved.rename(kept)
+        super().setup(trainer, pl_module, stage)
 
 
 def print_summary(trainer) -> None:
@@ -161,6 +208,7 @@ def cli_main(args: list[str] | dict | None = None, run: bool = True) -> DistillC
         DistillationModule,
         subclass_mode_data=True,
         seed_everything_default=0,
+        save_config_callback=SaveConfigKeepingPrevious,
         save_config_kwargs={"overwrite": False},
         parser_kwargs={"parser_mode": "yaml"},
         args=args,

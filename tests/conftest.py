@@ -19,6 +19,18 @@ DEFAULT_CONFIG = experiment_layers("tals")
 # experiment(method, data="digits", pair=...): the layers of `make train DATA= PAIR= METHOD=`.
 experiment = experiment_layers
 
+# A short run: few steps, no sanity check, progress bar off, everything under tmp_path.
+SHORT_RUN = [
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=2",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
+]
+
 
 @pytest.fixture(autouse=True)
 def _quiet_and_isolated(monkeypatch):
