@@ -339,3 +339,14 @@ def test_an_interrupted_point_resumes_from_its_last_checkpoint_in_its_slurm_task
     assert yaml.safe_load((run / "config.previous-1.yaml").read_text())["trainer"]["max_epochs"] == 1
     assert not (folder / "T=2").joinpath("seed0").exists()  # the task ran its own point only
     assert not (folder / "results.csv").exists()  # not every point has finished
+
+
+def test_a_config_value_of_several_layers_joined_by_plus(tmp_path):
+    adjusted = f"{METHODS / 'dkd.yaml'}+{CONFIGS / 'digits' / 'dkd.yaml'}"
+    ctkd = f"{METHODS / 'ctkd_global.yaml'}+{CONFIGS / 'digits' / 'ctkd.yaml'}"
+    folder, commands = plan(tmp_path, *layers(), "--set", f"config={adjusted},{ctkd},{METHODS / 'kd.yaml'}")
+    assert [config_paths(command)[-1].parent.name for command in commands] == ["dkd", "ctkd_global", "kd"]
+    assert [path.name for path in config_paths(commands[0])][3:] == ["dkd.yaml", "dkd.yaml", "seed0.yaml"]
+    assert config_paths(commands[0])[4] == CONFIGS / "digits" / "dkd.yaml"
+    record = yaml.safe_load((folder / "sweep.yaml").read_text())
+    assert str(CONFIGS / "digits" / "ctkd.yaml") in record["config_sha256"]

@@ -38,6 +38,17 @@ from distill.errors import DistillError
 from distill.policies import GridTemperature
 
 CONFIG_AXIS = "config"
+# A config-axis value of several layers: "configs/methods/dkd.yaml+configs/fashion_mnist/dkd.yaml".
+JOIN = "+"
+
+
+def layers_label(value: str) -> str:
+    """The label of a config-axis value: its layers' file stems joined by ``+``, leaving out a layer named
+    after the first one or its family (a data set's adjustment of that method: ``dkd+dkd`` is ``dkd``,
+    ``ctkd_global+ctkd`` is ``ctkd_global``, ``kd+blockkd`` stays)."""
+    stems = [Path(part).stem for part in value.split(JOIN)]
+    first = stems[0]
+    return JOIN.join([first, *(stem for stem in stems[1:] if not first.startswith(stem))])
 _PLACED = "distill-sweep puts every run in its own folder of the sweep"
 RESERVED_KEYS = {
     "seed_everything": "seeds are swept with --seeds N or --seeds 0,3,7",
@@ -129,8 +140,8 @@ class Sweep:
         names = short_names(keys)
         axes = []
         for key, values in keys_and_values:
-            if key == CONFIG_AXIS:  # config layers: resolved like the --config layers
-                values = [str(Path(value).resolve()) for value in values]
+            if key == CONFIG_AXIS:  # config layers: resolved like the --config layers; "a.yaml+b.yaml" is two
+                values = [JOIN.join(str(Path(part).resolve()) for part in value.split(JOIN)) for value in values]
             axes.append(Axis(key, names[key], tuple(values)))
         sweep = cls(layers, axes, [], list(extra), os.getcwd())
         sweep.seeds = parse_seeds(seeds) if seeds is not None else [sweep._config_seed()]
@@ -152,7 +163,8 @@ class Sweep:
 
     def record(self) -> dict:
         """The definition as plain data for ``sweep.yaml`` (with each config file's sha256)."""
-        files = [*self.configs, *(value for axis in self.axes if axis.key == CONFIG_AXIS for value in axis.values)]
+        files = [*self.configs, *(part for axis in self.axes if axis.key == CONFIG_AXIS for value in axis.values
+                                   for part in value.split(JOIN))]  # fmt: skip
         return {
             "configs": list(self.configs),
             "set": [{"key": axis.key, "name": axis.name, "values": list(axis.values)} for axis in self.axes],
@@ -171,10 +183,11 @@ class Sweep:
         configurations = []
         for combination in itertools.product(*(axis.values for axis in self.axes)):
             chosen = list(zip(self.axes, combination))
-            layers = [*self.configs, *(value for axis, value in chosen if axis.key == CONFIG_AXIS)]
+            layers = [*self.configs, *(part for axis, value in chosen if axis.key == CONFIG_AXIS
+                                       for part in value.split(JOIN))]  # fmt: skip
             arguments = tuple(f"--{axis.key}={value}" for axis, value in chosen if axis.key != CONFIG_AXIS)
             settings = {axis.name: value for axis, value in chosen}
-            head = [safe_name(Path(value).stem) for axis, value in chosen if axis.key == CONFIG_AXIS]
+            head = [safe_name(layers_label(value)) for axis, value in chosen if axis.key == CONFIG_AXIS]
             tail = [f"{axis.name}={safe_name(value)}" for axis, value in chosen if axis.key != CONFIG_AXIS]
             contents = [self._layer(path) for path in layers]
             grid = self._grid(contents, layers, [axis.key for axis, _ in chosen])
