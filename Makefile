@@ -17,7 +17,7 @@ CONFIG_ARGS = $(foreach layer,$(CONFIG),--config $(layer))
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train teacher test notebooks bench clean
+.PHONY: install train teacher teacher-check test notebooks bench clean
 
 $(STAMP): setup.cfg constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ teacher: $(STAMP)
 	@test -n "$(NAME)" || { echo "make teacher: give NAME=<teacher> (a file in configs/teachers/) and DATA=<data>" >&2; exit 2; }
 	$(BIN)/distill fit --config configs/base.yaml --config configs/data/$(DATA).yaml --config configs/teachers/$(NAME).yaml $(ARGS)
 
+## make teacher-check NAME=<teacher> [ARGS="--data_dir=<folder>"]: a registered teacher's test top-1 next to
+## its expected one; one warning line when more than 1 point below (published files: docs/models.md)
+teacher-check: $(STAMP)
+	$(BIN)/python -m teachers.check $(NAME) $(ARGS)
+
 ## make test: the whole suite (unit, CLI runs, CPU DDP, notebooks)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -55,9 +60,11 @@ notebooks: $(STAMP)
 	echo "DISTILL_RUN_DIRS=$$DISTILL_RUN_DIRS"; \
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 notebooks/ $(PYTEST_ARGS)
 
-## make bench: every benchmark in benchmarks/ (timings only, nothing asserted)
+## make bench [BENCH_ARGS="--mode quick|full|tiny --only framework,policy,per_sample,gpu"]: every benchmark side by
+## side in one process (quick on the CPU, full on a GPU), written to docs/benchmarks.json and docs/benchmarks.md
+BENCH_ARGS ?=
 bench: $(STAMP)
-	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf runs sweeps .pytest_cache

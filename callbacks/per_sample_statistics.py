@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from callbacks.records import RECORD_COLUMNS, record_path, write_records
-from callbacks.tensorboard_summary import write_summary
+from distill.tensorboard_summary import write_summary
 from distill.validation import integer
 
 # Columns of the stacked rows, in order: the record columns except ``epoch`` (constant per file).
@@ -48,7 +48,7 @@ class PerSampleStatistics(L.Callback):
       ``every_n_steps``;
     - the same over the whole epoch, ``per_sample_epoch/<name>`` and ``per_sample_epoch/<name>_mean``,
       at every epoch end;
-    - at every epoch end, ``<log_dir>/per_sample/epoch_<epoch:04d>.npz`` with one row per distinct
+    - at every epoch end, ``<log_dir>/per_sample/epoch_<epoch:04d>.npy`` with one row per distinct
       training sample seen that epoch (``callbacks.records``): histograms are lossy, records are not.
 
     Every histogram and scalar is tagged with the step of the last batch it covers (the trainer's

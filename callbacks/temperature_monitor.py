@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from callbacks.tensorboard_summary import write_summary
+from distill.tensorboard_summary import write_summary
 
 # Final metrics shown in the HPARAMS tab are logged under this prefix (e.g. "final/val/acc1"): re-using
 # "val/acc1" would add a point to that curve.

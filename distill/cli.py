@@ -21,8 +21,9 @@ import warnings
 from pathlib import Path
 
 from jsonargparse import ArgumentError, lazy_instance
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 # Imported so that short class names resolve in configs and on the command line.
@@ -37,6 +38,7 @@ from distill.module import DistillationModule
 from distill.policies import GridTemperature, SigmaAnchoredTemperature
 from distill.reliable_training import LIGHTNING_CHECKPOINT_NAMES, add_reliability_defaults
 from distill.run_folder import SaveConfigKeepingPrevious, place_run
+from distill.run_metrics import TEST_KEYS, VALIDATION_KEYS, scalar_metrics, write_run_metrics
 
 RUN_ID_VARIABLE = "DISTILL_RUN_ID"
 # Top-level arguments holding observer callbacks, on by default; `--<key>=null` switches one off.
@@ -171,6 +173,7 @@ class DistillCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
+        self._fit_started = time.perf_counter()
         # Resumed into its own folder at step S: TensorBoard drops the previous run's events from step S on (those
         # after the checkpoint, trained again now), so the curves continue without a doubled stretch.
         logger = self.trainer.logger
@@ -178,11 +181,33 @@ class DistillCLI(LightningCLI):
             logger._kwargs.setdefault("purge_step", self.resume_step)
 
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
-            return
-        self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-        if self.trainer.is_global_zero:
-            print_summary(self.trainer)
+        trainer = self.trainer
+        if trainer.interrupted or trainer.received_sigterm:
+            return  # no test and no metrics.json: the run did not finish (distill-sweep resumes it)
+        fit_seconds = time.perf_counter() - self._fit_started
+        # The test replaces callback_metrics, so the last validation's values are taken first.
+        metrics = scalar_metrics(trainer.callback_metrics, VALIDATION_KEYS)
+        config = self.config[self.subcommand]
+        if config.get("test_after_fit", True):
+            # The fit saved config.yaml, but under a fork/spawn DDP launcher it did so in worker processes,
+            # so this process's callback does not know and the test would refuse the existing file.
+            for callback in trainer.callbacks:
+                if isinstance(callback, SaveConfigCallback):
+                    callback.already_saved = True
+            trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            metrics |= scalar_metrics(trainer.callback_metrics, TEST_KEYS)
+            if trainer.is_global_zero:
+                print_summary(trainer)
+        run_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if trainer.is_global_zero and run_dir:
+            layers = [getattr(layer, "relative", layer) for layer in config.get("config") or []]
+            seed = config.get("seed_everything")
+            seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+            # Under a fork/spawn launcher the fit ran in worker processes, which send back only the
+            # metrics: this process does not know the epoch and step counts.
+            in_workers = isinstance(trainer.strategy.launcher, _MultiProcessingLauncher)
+            epochs, steps = (None, None) if in_workers else (trainer.current_epoch, trainer.global_step)
+            write_run_metrics(run_dir, metrics, epochs, steps, seed, fit_seconds, layers)
 
 
 def print_summary(trainer) -> None:

@@ -1,5 +1,7 @@
 """The one exception type that the command line turns into a single clear line."""
 
+import re
+
 
 class DistillError(ValueError):
     """A user-facing error: bad configuration, a missing or mismatched file, an impossible request.
@@ -8,3 +10,19 @@ class DistillError(ValueError):
     must name the field or file at fault, what was given, what is expected, and how to fix it.
     It is a ``ValueError`` (bad input), so code that guards against bad values catches it too.
     """
+
+
+def load_failure_reason(error: BaseException) -> str:
+    """One line saying why ``torch.load`` failed, for a ``DistillError`` message.
+
+    A weights-only refusal spans many lines of advice; what matters is the type it refused
+    ("refuses numpy.random.mtrand.RandomState"). Any other error gives its first line (truncated
+    file, not a torch file, ...).
+    """
+    text = str(error).strip()
+    refused = re.search(r"Unsupported (?:global|class):?\s*(?:GLOBAL\s+)?([\w.]+)", text) or re.search(
+        r"but got <class '([\w.]+)'>", text
+    )
+    if refused:
+        return f"refuses {refused.group(1)}"
+    return text.splitlines()[0] if text else type(error).__name__

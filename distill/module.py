@@ -43,6 +43,7 @@ from distill.nonfinite import NonFiniteWatch, agree_across_ranks
 from distill.optim import buffers_unchanged, in_second_pass
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, logit_std
 from distill.run_folder import newest_checkpoint
+from distill.tensorboard_summary import write_summary
 from distill.train_metrics import TrainMetricWindow
 from teachers import load_teacher
 
@@ -74,6 +75,11 @@ class DistillationModule(L.LightningModule):
             step. ``None`` (default): on when the data module says its training batches are deterministic
             (``has_random_augmentation`` is False and it offers ``train_inputs()``); ``True``: required
             (an error where batches are randomly augmented); ``False``: run the teacher on every batch.
+        channels_last: keep student, teacher and image batches in ``torch.channels_last`` memory format
+            (faster convolutions with bf16 on tensor-core GPUs); no effect on the maths.
+        compile: ``torch.compile`` the student's and the teacher's forward (``nn.Module.compile``, in
+            place, so checkpoint keys are unchanged); the first steps pay the compilation.
+        compile_backend: the ``torch.compile`` backend (``inductor``; ``aot_eager``/``eager`` to debug).
     """
 
     def __init__(
@@ -87,6 +93,9 @@ class DistillationModule(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         teacher_cache: bool | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ):
         super().__init__()
         input_shape = [int(size) for size in input_shape]  # a list keeps hparams.yaml plain YAML
@@ -109,6 +118,12 @@ class DistillationModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.teacher_cache = teacher_cache
+        self.channels_last = bool(channels_last)
+        for network in (self.student, self.teacher):
+            if network is not None and self.channels_last:
+                network.to(memory_format=torch.channels_last)
+            if network is not None and compile:
+                network.compile(backend=compile_backend)
         # [N, C] teacher logits by training-sample index, filled at the start of fit (never checkpointed).
         self.register_buffer("cached_teacher_logits", None, persistent=False)
         top_k = min(5, num_classes)
@@ -190,7 +205,10 @@ class DistillationModule(L.LightningModule):
         Every DDP rank computes all N rows itself: one teacher pass over the training set, no collective."""
         context = self.trainer.precision_plugin.forward_context() if self._trainer is not None else torch.no_grad()
         with context:
-            chunks = [self.teacher(chunk.to(self.device)) for chunk in images.split(CACHE_CHUNK)]
+            memory_format = torch.channels_last if self.channels_last and images.dim() == 4 else torch.contiguous_format
+            chunks = [
+                self.teacher(chunk.to(self.device, memory_format=memory_format)) for chunk in images.split(CACHE_CHUNK)
+            ]
         return torch.cat(chunks)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -211,6 +229,13 @@ class DistillationModule(L.LightningModule):
             )
 
     # -- the data path ------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Image batches in channels_last format when asked (once per batch, on the device)."""
+        images, *rest = batch
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return (images, *rest)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Student logits ``[B, C]``."""
         return self.student(images)
@@ -356,8 +381,8 @@ class DistillationModule(L.LightningModule):
         """Write 0-d tensors to every logger at ``step`` (the batch's global step, Lightning's x-axis for
         training scalars) with one host sync; returns them as floats. Call it on global rank 0."""
         values = dict(zip(scalars, torch.stack([value.detach().float() for value in scalars.values()]).tolist()))
-        for logger in self._trainer.loggers if self._trainer is not None else []:
-            logger.log_metrics(values, step=step)
+        if self._trainer is not None:
+            write_summary(self._trainer.loggers, {}, values, step)  # one TensorBoard event for all of them
         return values
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -10,25 +10,14 @@ import pytest
 import torch
 
 from distill.data import DigitsDataModule
+from distill.layers import config_args, experiment_layers  # noqa: F401  (config_args: for the test modules)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 # The default experiment (`make train`): base, digits, the digits pair, TALS.
-DEFAULT_CONFIG = [CONFIGS / "base.yaml", CONFIGS / "data" / "digits.yaml", CONFIGS / "pairs" / "digits_cnn-mlp_small.yaml",
-                  CONFIGS / "methods" / "tals.yaml"]  # fmt: skip
-
-
-def experiment(method: str, data: str = "digits", pair: str = "digits_cnn-mlp_small") -> list[Path]:
-    """The config layers of ``make train DATA=<data> PAIR=<pair> METHOD=<method>`` (adjustment included)."""
-    layers = [CONFIGS / "base.yaml", CONFIGS / "data" / f"{data}.yaml", CONFIGS / "pairs" / f"{pair}.yaml",
-              CONFIGS / "methods" / f"{method}.yaml"]  # fmt: skip
-    adjustments = {CONFIGS / data / f"{method}.yaml", CONFIGS / data / f"{method.split('_')[0]}.yaml"}
-    return layers + sorted(path for path in adjustments if path.is_file())
-
-
-def config_args(config: Path | list[Path]) -> list[str]:
-    """``--config=<layer>`` for each layer."""
-    return [f"--config={layer}" for layer in (config if isinstance(config, list) else [config])]
+DEFAULT_CONFIG = experiment_layers("tals")
+# experiment(method, data="digits", pair=...): the layers of `make train DATA= PAIR= METHOD=`.
+experiment = experiment_layers
 
 # A short run: few steps, no sanity check, progress bar off, everything under tmp_path.
 SHORT_RUN = [

@@ -11,6 +11,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
+from distill.run_metrics import TEST_KEYS, VALIDATION_KEYS, read_run_metrics
 from tests.conftest import DEFAULT_CONFIG, REPO, config_args, run_cli
 
 DISTILL = Path(sys.executable).with_name("distill")
@@ -55,6 +56,45 @@ def test_saved_config_resolves_every_hyperparameter(short_run):
     # num_classes and input_shape are linked from the data module into the model.
     hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
     assert hparams["num_classes"] == 10
+
+
+def test_metrics_json_holds_the_runs_own_final_metrics(short_run):
+    cli, log_dir = short_run
+    record = read_run_metrics(log_dir)
+    assert (record["epochs"], record["steps"], record["seed"]) == (3, 24, 0)
+    assert record["config"] == [str(DEFAULT_CONFIG)] and record["fit_seconds"] > 0
+    for key in TEST_KEYS:  # the post-fit test, as logged
+        assert record["metrics"][key] == pytest.approx(float(cli.trainer.callback_metrics[key]))
+    for key in VALIDATION_KEYS:  # the last epoch's validation, as written to TensorBoard
+        assert record["metrics"][key] == pytest.approx(_scalars(str(log_dir), key)[-1])
+    assert [path.name for path in log_dir.glob("*metrics.json*")] == ["metrics.json"]  # no temporary file left
+
+
+def test_a_fixed_folder_takes_a_resume_from_its_own_checkpoint_only(tmp_path):
+    budget = ("--trainer.logger.init_args.version=fixed", "--test_after_fit=false")
+    log_dir = Path(run_cli(tmp_path, "--trainer.max_epochs=1", *budget).trainer.log_dir)
+    last = log_dir / "checkpoints" / "last.ckpt"
+    elsewhere = tmp_path / "elsewhere.ckpt"
+    elsewhere.write_bytes(last.read_bytes())
+    for refused in ([], [f"--ckpt_path={elsewhere}"]):  # another run into this folder: config.yaml is kept
+        with pytest.raises(RuntimeError, match="config.yaml to NOT exist"):
+            run_cli(tmp_path, "--trainer.max_epochs=2", *budget, *refused)
+    resumed = run_cli(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}", *budget)
+    assert resumed.trainer.log_dir == str(log_dir) and resumed.trainer.current_epoch == 2
+    assert yaml.safe_load((log_dir / "config.previous-1.yaml").read_text())["trainer"]["max_epochs"] == 1
+    assert yaml.safe_load((log_dir / "config.yaml").read_text())["trainer"]["max_epochs"] == 2
+    assert read_run_metrics(log_dir)["epochs"] == 2
+
+
+@pytest.mark.ddp
+@pytest.mark.timeout(180)
+def test_fit_and_its_test_under_fork_ddp_write_metrics_json(tmp_path):
+    """The post-fit test used to refuse the config.yaml that the fit's fork workers had saved."""
+    ddp = ("--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp_fork")
+    cli = run_cli(tmp_path, "--trainer.max_epochs=1", *ddp)
+    record = read_run_metrics(cli.trainer.log_dir)
+    assert {"val/acc1", "test/acc1", "test/teacher_acc1"} <= set(record["metrics"])
+    assert record["epochs"] is None  # the workers report only their metrics back
 
 
 def test_summary_names_accuracies_folder_and_tensorboard(tmp_path, capsys):

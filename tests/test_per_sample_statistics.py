@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from callbacks import PerSampleStatistics, TemperatureMonitor, read_epoch, read_records, record_files
 from callbacks.per_sample_statistics import BUFFER_COLUMNS, HISTOGRAM_NAMES, deduplicate
 from callbacks.records import RECORD_COLUMNS, record_path, write_records
-from callbacks.tensorboard_summary import histogram_protos
+from distill.tensorboard_summary import histogram_protos
 from distill.data import DigitsDataModule
 from distill.module import PER_SAMPLE_FIELDS, DistillationModule
 from distill.policies import SigmaAnchoredTemperature, logit_std
@@ -55,7 +55,7 @@ def test_histograms_at_every_window_and_epoch_end(tals_run, train_set):
 
 def test_one_record_row_per_training_sample_per_epoch(tals_run, train_set):
     files = record_files(tals_run)
-    assert [path.name for path in files] == ["epoch_0000.npz", "epoch_0001.npz"]
+    assert [path.name for path in files] == ["epoch_0000.npy", "epoch_0001.npy"]
     for epoch, path in enumerate(files):
         columns = read_epoch(path)
         assert set(columns) == set(RECORD_COLUMNS)
@@ -190,13 +190,13 @@ def test_deduplicate_keeps_the_first_occurrence_sorted_by_index():
 def test_records_are_written_atomically_and_read_in_one_call(tmp_path):
     columns = {name: np.arange(4).astype(dtype) for name, dtype in RECORD_COLUMNS.items()}
     path = write_records(record_path(tmp_path, 3), columns)
-    assert path == tmp_path / "per_sample" / "epoch_0003.npz"
-    assert [p.name for p in path.parent.iterdir()] == ["epoch_0003.npz"]  # no temporary left
+    assert path == tmp_path / "per_sample" / "epoch_0003.npy"
+    assert [p.name for p in path.parent.iterdir()] == ["epoch_0003.npy"]  # no temporary left
     assert {name: array.tolist() for name, array in read_epoch(path).items()} == {
         name: array.tolist() for name, array in columns.items()
     }
     with pytest.raises(ValueError, match="missing"):
-        write_records(tmp_path / "x.npz", {"index": np.arange(2)})
+        write_records(tmp_path / "x.npy", {"index": np.arange(2)})
     with pytest.raises(FileNotFoundError):
         read_records(tmp_path / "nowhere")
 
@@ -212,3 +212,14 @@ def test_histograms_keep_count_range_and_moments():
     assert (constant.num, constant.min, constant.max) == (101, 2.0, 2.0)
     assert (constant.bucket, constant.bucket_limit) == ([101], [2.0])  # one bucket
     assert (with_nan.num, with_nan.max, sum(with_nan.bucket)) == (100, 99.0, 100)
+
+
+def test_fast_checksum_writes_the_same_bytes_as_tensorboards_own(tmp_path):
+    """distill.tensorboard_summary replaces TensorBoard's pure-Python CRC-32C by a C one: same values."""
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as python_crc
+
+    from distill.tensorboard_summary import build_summary, masked_crc32c
+
+    summary = build_summary({"a": np.linspace(0, 1, 100)}, {"b": 0.5}).SerializeToString()
+    for data in (b"", b"abc", bytes(range(256)) * 7, summary):
+        assert masked_crc32c(data) == python_crc(data)

@@ -21,10 +21,16 @@ def _binary_log_masses(scaled_logits: torch.Tensor, target_mask: torch.Tensor) -
     return torch.stack([log_target, log_other], dim=-1)
 
 
-def _non_target(logits: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
-    """``[B, C-1]``: the logits of every class but the target, in class order."""
+def _non_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[B, C-1]``: the logits of every class but the target, in class order.
+
+    A gather with computed columns (``j`` below the target, ``j + 1`` from it on) rather than boolean-mask
+    indexing, whose output size depends on the data and costs a device-to-host sync on a GPU.
+    """
     batch, classes = logits.shape
-    return logits[~target_mask].view(batch, classes - 1)
+    columns = torch.arange(classes - 1, device=logits.device).expand(batch, -1)
+    columns = columns + (columns >= target.unsqueeze(-1)).long()
+    return logits.gather(-1, columns)
 
 
 def dkd(
@@ -67,5 +73,6 @@ def dkd(
     log_b_teacher = _binary_log_masses(scaled_teacher, target_mask)
     tckd = F.kl_div(log_b_student, log_b_teacher, reduction="none", log_target=True).sum(-1)
     # The non-target logits are already divided by T, so compare them at temperature 1.
-    nckd = kl_div(_non_target(scaled_student, target_mask), _non_target(scaled_teacher, target_mask), 1.0, 1.0)
+    target = target.long()
+    nckd = kl_div(_non_target(scaled_student, target), _non_target(scaled_teacher, target), 1.0, 1.0)
     return alpha * tckd + beta * nckd

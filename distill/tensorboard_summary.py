@@ -3,21 +3,40 @@
 ``SummaryWriter.add_histogram`` costs about a millisecond per call (TensorFlow's ~1,500 exponential
 buckets, one event per tag). ``PerSampleStatistics`` writes 8 histograms and 10 scalars at a time;
 binning all columns at once with ``np.bincount`` and sending one ``Summary`` cuts that by about 3x,
-which matters for the 3% budget on small epochs. Most of what is left is TensorBoard's pure-Python
-CRC of the event bytes (about 0.3 us a byte), hence few buckets and one bucket for a constant column.
-Linear buckets between each column's min and max also read better than exponential ones for values
-like alpha in [0, 1].
+which matters for the 3% budget on small epochs. Linear buckets between each column's min and max also
+read better than exponential ones for values like alpha in [0, 1].
+
+TensorBoard checksums every event with a pure-Python CRC-32C (about 0.17 us a byte: 0.55 ms for the
+3 kB of a per-sample summary, measured). ``use_fast_crc`` swaps in google-crc32c's C implementation of
+the same checksum (the bytes written are identical, tested), once, when this module is imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import google_crc32c
 import numpy as np
+import tensorboard.summary.writer.record_writer as record_writer
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 
 DEFAULT_BINS = 20  # TensorBoard re-bins to 30 for display; fewer bytes to CRC
+CRC_MASK_DELTA = 0xA282EAD8  # TFRecord's checksum masking constant
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC-32C of ``data`` (rotate right by 15, add a constant), computed in C."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+def use_fast_crc() -> None:
+    """Make TensorBoard's event writer checksum with ``masked_crc32c`` (C) instead of its pure-Python one."""
+    record_writer.masked_crc32c = masked_crc32c
+
+
+use_fast_crc()
 
 
 def histogram_protos(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[HistogramProto | None]:
