@@ -24,7 +24,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from distill.atomic_file import open_atomically
-from distill.errors import DistillError
+from distill.errors import DistillError, load_failure_reason
 
 # What the model's state_dict keys start with for weights that checkpoints never hold (the frozen teacher).
 NOT_CHECKPOINTED = ("teacher.",)
@@ -55,16 +55,13 @@ def read_checkpoint(path: str | Path, field: str = "ckpt_path") -> dict[str, Any
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
-        reason = " ".join(str(error).split())
-        reason = reason[reason.find("Unsupported global") :].split(".")[0] if "Unsupported global" in reason else "pickled objects"
         raise DistillError(
-            f"{field}: {path} is not a plain-weights checkpoint ({reason}); distill loads checkpoints with "
-            "weights_only=True and never runs pickled code: resume from a checkpoint that distill fit wrote"
+            f"{field}: {path} is not a plain-weights checkpoint ({load_failure_reason(error)}); distill loads checkpoints "
+            "with weights_only=True and never runs pickled code: resume from a checkpoint that distill fit wrote"
         ) from None
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file fails in many ways; all mean the same
-        reason = " ".join(str(error).split())[:160] or type(error).__name__
         raise DistillError(
-            f"{field}: {path} is truncated or not a checkpoint ({reason}); resume from an older checkpoint of the run "
+            f"{field}: {path} is truncated or not a checkpoint ({load_failure_reason(error)[:160]}); resume from an older checkpoint of the run "
             "(--ckpt_path=last picks the newest readable one)"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "global_step" not in checkpoint:
@@ -98,6 +95,54 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], model: nn.Module, path: st
         f"{field}: {path} is for another architecture or policy{written_for}: {detail}; resume with the config of "
         "the run that wrote it, or start a new run"
     )
+
+
+# Model arguments the command line links from the data module: compared through the weights' shapes instead.
+LINKED_ARGUMENTS = ("num_classes", "input_shape")
+PLAIN = (dict, list, tuple, str, int, float, bool, type(None))
+
+
+def first_difference(saved: Any, given: Any, name: str) -> tuple[str, Any, Any] | None:
+    """The first leaf where two nested config values differ: ``(dotted name, saved, given)``; ``None`` where they
+    agree or cannot be compared (an object rather than plain config data)."""
+    if not isinstance(saved, PLAIN) or not isinstance(given, PLAIN):
+        return None
+    if isinstance(saved, dict) and isinstance(given, dict):
+        for key in sorted(saved.keys() | given.keys(), key=str):
+            found = first_difference(saved.get(key), given.get(key), f"{name}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(saved, (list, tuple)) and isinstance(given, (list, tuple)) and len(saved) == len(given):
+        for index, (left, right) in enumerate(zip(saved, given)):
+            found = first_difference(left, right, f"{name}[{index}]")
+            if found:
+                return found
+        return None
+    return None if saved == given else (name, saved, given)
+
+
+def check_hyperparameters(checkpoint: dict[str, Any], model_config: Any, path: str | Path, field: str = "ckpt_path") -> None:
+    """The model settings stored in a checkpoint (``hyper_parameters``) equal the config's ``model`` section; else one
+    line naming the first difference (resuming continues the same run: another student, teacher, policy or
+    optimizer is another run)."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    given = model_config.as_dict() if hasattr(model_config, "as_dict") else dict(model_config or {})
+    for key in sorted(saved):
+        if key.startswith("_") or key in LINKED_ARGUMENTS:
+            continue
+        if key not in given:
+            raise DistillError(
+                f"{field}: {path} holds model.{key}, which this version of distill does not know: resume it with the "
+                "version that wrote it, or start a new run"
+            )
+        found = first_difference(saved[key], given[key], f"model.{key}")
+        if found:
+            name, old, new = found
+            raise DistillError(
+                f"{field}: {path} was written with {name}={old!r}, but this config gives {new!r}; a resumed run continues "
+                "the same run: resume with that run's config (its config.yaml), or drop --ckpt_path to start a new run"
+            )
 
 
 def check_resume_checkpoint(path: str | Path, model: nn.Module, field: str = "ckpt_path") -> int:

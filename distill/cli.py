@@ -31,7 +31,7 @@ import callbacks
 import distill.data  # noqa: F401
 import distill.divergences  # noqa: F401
 import distill.policies  # noqa: F401
-from distill.checkpoint_io import check_resume_checkpoint
+from distill.checkpoint_io import check_hyperparameters, check_resume_checkpoint, read_checkpoint
 from distill.cli_errors import argument_error_line, check_config_files, check_run_values, instantiation_error_line
 from distill.errors import DistillError
 from distill.module import DistillationModule
@@ -94,6 +94,27 @@ class DistillCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as error:
             raise DistillError(argument_error_line(str(error))) from None
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            self.place_run(self.config[subcommand], subcommand)
+
+    def place_run(self, config, subcommand: str) -> None:
+        """Right after parsing, before Lightning reads a ``ckpt_path``'s hyperparameters into the config: check the
+        trainer values, name the run, put its output under ``default_root_dir``, resolve ``--ckpt_path=last``, make a
+        resumed run continue in its own folder (``distill.run_folder``), and check the checkpoint: readable plain
+        weights, written with this config's model (Lightning would silently replace the config's model settings by
+        the checkpoint's)."""
+        check_run_values(config)
+        logger = config.get("trainer.logger")
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and "name" in init_args and not init_args.get("name"):
+            init_args["name"] = run_name([str(path) for path in config.get("config") or []])
+        notice = place_run(config, fit=subcommand == "fit")
+        if notice and os.environ.get("LOCAL_RANK", "0") == "0":
+            print(notice, file=sys.stderr, flush=True)
+        checkpoint = config.get("ckpt_path")
+        if checkpoint and checkpoint not in LIGHTNING_CHECKPOINT_NAMES:
+            check_hyperparameters(read_checkpoint(checkpoint), config.get("model"), checkpoint)
 
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a constructor's refusal (``DistillError``, ``ValueError``, Lightning's
@@ -146,14 +167,7 @@ class DistillCLI(LightningCLI):
             sources = config.get("config") or []
             source = str(sources[-1]) if sources else "CONFIG.yaml"
             raise DistillError(GridTemperature.cannot_train_message(source))
-        logger = config.get("trainer.logger")
-        init_args = getattr(logger, "init_args", None)
-        if init_args is not None and "name" in init_args and not init_args.get("name"):
-            init_args["name"] = run_name([str(path) for path in config.get("config") or []])
-        check_run_values(config)
-        notice = place_run(config, fit=self.subcommand == "fit")  # output root, --ckpt_path=last, resumed run's folder
-        if notice and os.environ.get("LOCAL_RANK", "0") == "0":
-            print(notice, file=sys.stderr, flush=True)
+        init_args = getattr(config.get("trainer.logger"), "init_args", None)
         if init_args is not None and "version" in init_args and init_args.get("version") is None:
             init_args["version"] = new_run_id()
 

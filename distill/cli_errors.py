@@ -93,15 +93,21 @@ def check_config_files(argv: Iterable[str]) -> None:
 
 
 def _expected_type(text: str) -> str | None:
-    """What jsonargparse expected, in words: ``int``, ``int or null``, ..."""
+    """What jsonargparse expected, in words (``int``, ``int or null``, ``one of 'both', 'teacher'``), from the part of
+    its message about the innermost key: a union's subtypes when they come first, else the first ``Expected a ...``."""
     subtypes = re.search(r"Subtypes: \[([^\]]*)\]", text)
-    if subtypes:
+    expected = re.search(r"Expected a (.*?)\. Got value", text) or re.search(r"Expected a (<class '[\w.]+'>)", text)
+    if subtypes and (expected is None or subtypes.start() < expected.start()):
         names = re.findall(r"<class '([\w.]+)'>", subtypes.group(1))
         words = ["null" if name == "NoneType" else name.split(".")[-1] for name in names]
-        if words:
-            return " or ".join(words)
-    single = re.findall(r"Expected a <class '([\w.]+)'>", text)
-    return single[0].split(".")[-1] if single else None
+        return " or ".join(words) if words else None
+    if expected is None:
+        return None
+    literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", expected.group(1))
+    if literal:
+        return f"one of {literal.group(1)}"
+    single = re.fullmatch(r"<class '([\w.]+)'>", expected.group(1))
+    return single.group(1).split(".")[-1] if single else expected.group(1)
 
 
 def argument_error_line(message: str) -> str:

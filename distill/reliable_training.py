@@ -27,9 +27,23 @@ LIGHTNING_CHECKPOINT_NAMES = ("best", "last", "hpc", "registry")
 STEP_CHECKPOINT_FILENAME = "latest-step{step:07d}"
 
 
-def step_checkpoint(every_n_steps: int) -> ModelCheckpoint:
+class StepCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` every N training steps that leaves the end of training to the per-epoch checkpoints.
+
+    Lightning's ``on_train_end`` writes ``last.ckpt`` once more from a callback that has not saved yet (any run
+    shorter than N steps), after the epoch counter moved past the last epoch; where a per-epoch checkpoint keeps
+    ``last.ckpt`` too, that file stays the last epoch's.
+    """
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        others = [cb for cb in trainer.checkpoint_callbacks if cb is not self and getattr(cb, "save_last", False)]
+        if not others:
+            super().on_train_end(trainer, pl_module)
+
+
+def step_checkpoint(every_n_steps: int) -> StepCheckpoint:
     """Keeps the newest checkpoint taken every ``every_n_steps`` training steps, and refreshes ``last.ckpt``."""
-    return ModelCheckpoint(
+    return StepCheckpoint(
         every_n_train_steps=every_n_steps,
         save_last=True,
         save_top_k=1,

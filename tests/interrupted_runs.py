@@ -1,0 +1,74 @@
+"""Real ``distill fit`` processes to interrupt (SIGTERM, SIGUSR1, SIGKILL) and the pieces the tests put into them.
+
+``start_fit`` runs the ``distill`` entry point in a child Python process (``python -c``), optionally after a
+small patch (e.g. a slow checkpoint writer), so that the parent can signal it at a known point: the child's
+``ProgressMarker`` callback writes the global step after every training batch to a file the parent polls.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+
+from tests.conftest import REPO, SHORT_RUN, config_args
+
+
+class ProgressMarker(L.Callback):
+    """After every training batch, write the global step to ``path`` and sleep ``seconds`` (a slowed step, so a
+    signal sent by the test lands while training runs)."""
+
+    def __init__(self, path: str, seconds: float = 0.0):
+        self.path = Path(path)
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.path.write_text(str(trainer.global_step))
+        time.sleep(self.seconds)
+
+
+def fit_arguments(tmp_path: Path, config: list[Path], *args: str) -> list[str]:
+    """``fit`` with the config layers, the tests' short-run settings and everything under ``tmp_path``."""
+    return ["fit", *config_args(config), *SHORT_RUN, f"--trainer.default_root_dir={tmp_path}", *args]
+
+
+def start_fit(arguments: list[str], patch: str = "", environment: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``distill <arguments>`` (this worktree's code) in a child process, after running ``patch`` there."""
+    program = f"import sys\n{patch}\nfrom distill.cli import main\nsys.argv = ['distill'] + sys.argv[1:]\nmain()\n"
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(environment or {})}
+    for variable in ("DISTILL_RUN_ID", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(variable, None)
+    return subprocess.Popen(
+        [sys.executable, "-c", program, *arguments],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen, timeout: float = 90.0) -> None:
+    """Poll ``condition`` every 20 ms until it holds; fail if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"the run ended (status {process.returncode}) before the test could interrupt it:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out waiting for the run to reach the point to interrupt")
+        time.sleep(0.02)
+
+
+def reached_step(marker: Path, step: int) -> Callable[[], bool]:
+    """True once the run's ``ProgressMarker`` file says ``step`` or more."""
+
+    def condition() -> bool:
+        try:
+            return int(marker.read_text() or -1) >= step
+        except (FileNotFoundError, ValueError):
+            return False
+
+    return condition

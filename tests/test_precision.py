@@ -1,0 +1,67 @@
+"""Mixed precision: every method config (each policy and both divergences, with its digits adjustment) trains under
+``bf16-mixed`` on the CPU with finite losses, the student running under autocast and the temperatures and
+losses computed in float32 (autocast off, float32 inputs and outputs).
+
+``16-mixed`` needs a GPU (Lightning turns it into ``bf16-mixed`` on the CPU): none is lent to this project's
+tests; docs/reliability.md says how its loss scaler interacts with the training step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from tests.conftest import CONFIGS, config_args, experiment
+
+METHODS = sorted(path.stem for path in (CONFIGS / "methods").glob("*.yaml") if path.stem != "grid")
+
+
+class AutocastProbe:
+    """Forward hooks recording, per call, whether autocast was on and the dtypes going in and out."""
+
+    def __init__(self):
+        self.calls: dict[str, list[tuple[bool, set, set]]] = {}
+
+    def watch(self, name: str, module: torch.nn.Module) -> None:
+        def hook(module, inputs, output) -> None:
+            outputs = output.as_dict().values() if hasattr(output, "as_dict") else [output]
+            self.calls.setdefault(name, []).append((
+                torch.is_autocast_enabled("cpu"),
+                {value.dtype for value in inputs if torch.is_tensor(value) and value.is_floating_point()},
+                {value.dtype for value in outputs if torch.is_tensor(value)},
+            ))  # fmt: skip
+
+        module.register_forward_hook(hook)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_under_bf16_with_float32_temperatures(tmp_path, method):
+    from distill.cli import cli_main
+
+    cli = cli_main([*config_args(experiment(method)), "--per_sample_statistics=null"], run=False)
+    module, data = cli.model, cli.datamodule
+    probe = AutocastProbe()
+    probe.watch("student", module.student)
+    if module.teacher is not None:
+        probe.watch("policy", module.temperature_policy)
+        probe.watch("divergence", module.divergence)
+    trainer = L.Trainer(
+        accelerator="cpu", precision="bf16-mixed", max_steps=4, log_every_n_steps=1, limit_val_batches=0,
+        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, data)  # the module's finiteness check would stop it at any non-finite loss
+    assert trainer.global_step == 4 and math.isfinite(float(trainer.callback_metrics["train/loss"]))
+
+    training_calls = [call for call in probe.calls["student"] if call[0]]
+    assert training_calls and all(outputs == {torch.bfloat16} for _, _, outputs in training_calls)
+    if module.teacher is not None:
+        for name in ("policy", "divergence"):
+            calls = probe.calls[name]
+            assert len(calls) == 4, name
+            for autocast, inputs, outputs in calls:
+                assert not autocast and inputs <= {torch.float32} and outputs == {torch.float32}, (name, inputs, outputs)
