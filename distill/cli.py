@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 # Imported so that short class names resolve in configs and on the command line.
 import callbacks
@@ -110,7 +111,7 @@ class DistillCLI(LightningCLI):
         if init_args is not None and "name" in init_args and not init_args.get("name"):
             init_args["name"] = run_name([str(path) for path in config.get("config") or []])
         notice = place_run(config, fit=subcommand == "fit")
-        if notice and os.environ.get("LOCAL_RANK", "0") == "0":
+        if notice and rank_zero_only.rank == 0:
             print(notice, file=sys.stderr, flush=True)
         checkpoint = config.get("ckpt_path")
         if checkpoint and checkpoint not in LIGHTNING_CHECKPOINT_NAMES:

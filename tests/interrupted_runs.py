@@ -7,6 +7,7 @@ small patch (e.g. a slow checkpoint writer), so that the parent can signal it at
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,15 +21,15 @@ from tests.conftest import REPO, SHORT_RUN, config_args
 
 
 class ProgressMarker(L.Callback):
-    """After every training batch, write the global step to ``path`` and sleep ``seconds`` (a slowed step, so a
-    signal sent by the test lands while training runs)."""
+    """After every training batch, write ``<process id> <global step>`` to ``path`` and sleep ``seconds`` (a slowed
+    step, so that a signal sent by the test lands while training runs)."""
 
     def __init__(self, path: str, seconds: float = 0.0):
         self.path = Path(path)
         self.seconds = seconds
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.path.write_text(str(trainer.global_step))
+        self.path.write_text(f"{os.getpid()} {trainer.global_step}")
         time.sleep(self.seconds)
 
 
@@ -62,13 +63,21 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen, timeout
         time.sleep(0.02)
 
 
+def progress(marker: Path) -> tuple[int, int] | None:
+    """``(process id, global step)`` from a ``ProgressMarker`` file, or ``None`` before the first batch."""
+    try:
+        pid, step = marker.read_text().split()
+        return int(pid), int(step)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def reached_step(marker: Path, step: int) -> Callable[[], bool]:
     """True once the run's ``ProgressMarker`` file says ``step`` or more."""
+    return lambda: (progress(marker) or (0, -1))[1] >= step
 
-    def condition() -> bool:
-        try:
-            return int(marker.read_text() or -1) >= step
-        except (FileNotFoundError, ValueError):
-            return False
 
-    return condition
+def marker_callback(marker: Path, seconds: float) -> str:
+    """The ``--trainer.callbacks+=`` argument that adds a ``ProgressMarker``."""
+    spec = {"class_path": "tests.interrupted_runs.ProgressMarker", "init_args": {"path": str(marker), "seconds": seconds}}
+    return f"--trainer.callbacks+={json.dumps(spec)}"
