@@ -47,6 +47,17 @@ class SmallCNN(nn.Module):
         """``[B, C_in, H, W] -> [B, num_classes]``."""
         return self.classifier(self.pool(self.features(images)))
 
+    def stages(self) -> list[nn.Module]:
+        """``[stem, block_2, ..., head]``: each conv block with the max pool after it (the first is
+        the stem), then the pooled classifier (see ``distill.models.stages``)."""
+        groups: list[list[nn.Module]] = []
+        for module in self.features:
+            if isinstance(module, nn.MaxPool2d):
+                groups[-1].append(module)
+            else:
+                groups.append([module])
+        return [*(nn.Sequential(*group) for group in groups), nn.Sequential(self.pool, self.classifier)]
+
 
 @register
 def cnn_tiny(num_classes: int, input_shape: Sequence[int]) -> nn.Module:

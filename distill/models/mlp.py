@@ -33,6 +33,15 @@ class MLP(nn.Module):
         """``[B, *input_shape] -> [B, num_classes]``."""
         return self.layers(images)
 
+    def stages(self) -> list[nn.Module]:
+        """One stage per linear layer with its ReLU: ``[flatten + hidden 1, hidden 2, ..., classifier]``."""
+        groups: list[list[nn.Module]] = [[]]
+        for module in self.layers:
+            if isinstance(module, nn.Linear) and any(isinstance(member, nn.Linear) for member in groups[-1]):
+                groups.append([])
+            groups[-1].append(module)
+        return [nn.Sequential(*group) for group in groups]
+
 
 @register
 def mlp_small(num_classes: int, input_shape: Sequence[int]) -> nn.Module:
