@@ -1,4 +1,5 @@
-"""Teacher checkpoint files: self-describing, written atomically, read with ``weights_only=True``."""
+"""Teacher checkpoint files: this project's self-describing format (written atomically) and the
+published CRD/mdistiller files, all read with ``weights_only=True``; ``load_teacher`` is the one door."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.errors import DistillError
+from distill.errors import DistillError, load_failure_reason
 from distill.models import create
-from teachers.registry import resolve
+from teachers.published import read_published_checkpoint
+from teachers.registry import PUBLISHED, resolve
 
 TEACHER_FORMAT = "distill-teacher/1"
 
@@ -61,9 +63,9 @@ def read_teacher_checkpoint(path: str | Path, how_to_make: str) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a zip, pickled code: all mean "remake the file"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DistillError(
-            f"teacher checkpoint {path} is corrupt or not a teacher file ({reason}): remake it with `{how_to_make}`"
+            f"teacher checkpoint {path} is corrupt or not a teacher file ({load_failure_reason(error)}): "
+            f"remake it with `{how_to_make}`"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != TEACHER_FORMAT:
         raise DistillError(
@@ -75,6 +77,9 @@ def read_teacher_checkpoint(path: str | Path, how_to_make: str) -> dict:
 def load_teacher(name_or_path: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     """Build a teacher from the registry name or checkpoint path, and check it fits the data.
 
+    Registry names are looked up in ``$DISTILL_TEACHER_DIR``, then ``teachers/checkpoints``; a
+    published (CRD/mdistiller) file takes its architecture, classes and image shape from the entry.
+
     Args:
         name_or_path: a ``teachers.TEACHERS`` name or a path to a teacher ``.pt`` file.
         num_classes: the data module's number of classes.
@@ -84,30 +89,38 @@ def load_teacher(name_or_path: str, num_classes: int, input_shape: tuple[int, in
         The teacher in eval mode with ``requires_grad=False``.
     """
     path, entry = resolve(name_or_path)
+    if entry is not None and not path.is_file():
+        raise DistillError(entry.missing_message())
     how_to_make = entry.how_to_make if entry else "make teacher NAME=<name> DATA=<data>"
-    payload = read_teacher_checkpoint(path, how_to_make)
-    architecture = payload["architecture"]
-    if entry is not None and architecture != entry.architecture:
+    remedy = entry.remedy if entry else f"make it with `{how_to_make}`"
+    if entry is not None and entry.file_format == PUBLISHED:
+        architecture, classes, shape = entry.architecture, entry.num_classes, entry.input_shape
+        state_dict = read_published_checkpoint(path, remedy)
+    else:
+        payload = read_teacher_checkpoint(path, how_to_make)
+        architecture, classes, shape = payload["architecture"], payload["num_classes"], payload["input_shape"]
+        state_dict = payload["state_dict"]
+        if entry is not None and architecture != entry.architecture:
+            raise DistillError(
+                f"teacher checkpoint {path} holds architecture {architecture!r} but teacher {entry.name!r} is "
+                f"{entry.architecture!r}: remake it with `{how_to_make}`"
+            )
+    if classes != num_classes:
         raise DistillError(
-            f"teacher checkpoint {path} holds architecture {architecture!r} but teacher {entry.name!r} is "
-            f"{entry.architecture!r}: remake it with `{how_to_make}`"
+            f"teacher checkpoint {path} has {classes} classes but the data has {num_classes}: "
+            f"use a teacher trained on this data ({remedy})"
         )
-    if payload["num_classes"] != num_classes:
+    if tuple(shape) != tuple(input_shape):
         raise DistillError(
-            f"teacher checkpoint {path} has {payload['num_classes']} classes but the data has {num_classes}: "
-            f"use a teacher trained on this data (`{how_to_make}`)"
-        )
-    if tuple(payload["input_shape"]) != tuple(input_shape):
-        raise DistillError(
-            f"teacher checkpoint {path} takes images of shape {tuple(payload['input_shape'])} but the data "
-            f"gives {tuple(input_shape)}: use a teacher trained on this data (`{how_to_make}`)"
+            f"teacher checkpoint {path} takes images of shape {tuple(shape)} but the data "
+            f"gives {tuple(input_shape)}: use a teacher trained on this data ({remedy})"
         )
     teacher = create(architecture, num_classes=num_classes, input_shape=input_shape)
     try:
-        teacher.load_state_dict(payload["state_dict"])
+        teacher.load_state_dict(state_dict)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise DistillError(
-            f"teacher checkpoint {path} does not fit architecture {architecture!r} ({first}): remake it with `{how_to_make}`"
+            f"teacher checkpoint {path} does not fit architecture {architecture!r} ({first}): {remedy}"
         ) from None
     return teacher.eval().requires_grad_(False)

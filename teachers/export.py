@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from distill.errors import DistillError
 from teachers.checkpoint import save_teacher_checkpoint
-from teachers.registry import TEACHERS
+from teachers.registry import PUBLISHED, TEACHERS
 
 
 class ExportTeacher(L.Callback):
@@ -17,7 +17,8 @@ class ExportTeacher(L.Callback):
     teacher checkpoint with its measured test top-1, atomically, on global rank 0 only.
 
     Args:
-        name: a ``teachers.TEACHERS`` name; its entry gives the file (``teachers/checkpoints/<file>``).
+        name: a ``teachers.TEACHERS`` name; its entry gives the file: ``<folder>/<file>``, the folder
+            being ``$DISTILL_TEACHER_DIR`` when it is set, else ``teachers/checkpoints``.
         path: write here instead (for teachers not in the registry yet).
     """
 
@@ -26,8 +27,13 @@ class ExportTeacher(L.Callback):
             raise DistillError("ExportTeacher needs exactly one of `name` (a registry entry) or `path`")
         if name is not None and name not in TEACHERS:
             raise DistillError(f"ExportTeacher.name: unknown teacher {name!r}: add it to teachers/registry.py first")
+        if name is not None and TEACHERS[name].file_format == PUBLISHED:
+            raise DistillError(
+                f"ExportTeacher.name: {name!r} is a published teacher (its file is downloaded, not trained here): "
+                "add a registry entry of your own for the teacher you train"
+            )
         self.name = name
-        self.path = Path(path) if path is not None else TEACHERS[name].path
+        self.path = Path(path) if path is not None else TEACHERS[name].write_path
         self.written: Path | None = None
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

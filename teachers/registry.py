@@ -1,30 +1,56 @@
-"""Named teachers: architecture, data set, checkpoint file and measured test accuracy."""
+"""Named teachers: architecture, data set, checkpoint file and expected test accuracy.
+
+Two kinds of files:
+
+- ``distill``: teachers trained here (``make teacher NAME=... DATA=...``), in this project's self-describing
+  format (``teachers/checkpoint.py``).
+- ``published``: the CIFAR-100 teachers of CRD (Tian et al., 2020), republished by mdistiller as
+  ``cifar_teachers.tar``. Kept exactly as the tar holds them, ``cifar_teachers/<arch>_vanilla/ckpt_epoch_240.pth``:
+  a dict whose ``"model"`` is the state_dict (``teachers/published.py`` reads them).
+
+Every file is looked up first under the folder named by ``$DISTILL_TEACHER_DIR`` (when set), then
+under ``teachers/checkpoints/``.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+TEACHER_DIR_VARIABLE = "DISTILL_TEACHER_DIR"
+SELF_DESCRIBING = "distill"
+PUBLISHED = "published"
+CIFAR_TEACHERS_TAR = "https://github.com/megvii-research/mdistiller/releases/tag/checkpoints"
+
+
+def search_dirs() -> list[Path]:
+    """Where teacher files are looked up, in order: ``$DISTILL_TEACHER_DIR`` (if set), ``teachers/checkpoints``."""
+    configured = os.environ.get(TEACHER_DIR_VARIABLE)
+    return [Path(configured), CHECKPOINT_DIR] if configured else [CHECKPOINT_DIR]
 
 
 @dataclass(frozen=True)
 class TeacherEntry:
-    """One trained teacher.
+    """One teacher.
 
     Attributes:
         name: registry key, used as ``model.teacher`` in configs.
         architecture: ``distill.models`` name.
-        dataset: the data module it was trained on.
-        checkpoint: file name under ``teachers/checkpoints``.
+        dataset: import path of the data module it was trained and is tested on.
+        checkpoint: the file's path relative to a teacher folder (``search_dirs()``).
         num_classes: C.
         input_shape: ``(channels, height, width)``.
-        test_accuracy: top-1 on the data module's test split, measured when it was made (a test
-            re-measures it).
-        config: the config that makes it, layered on ``configs/base.yaml`` and ``configs/data/<data>.yaml``.
+        test_accuracy: expected top-1 on the data module's test split, as a fraction: measured when
+            the file was made here, or the published figure (``make teacher-check`` re-measures it).
+        file_format: ``"distill"`` (made here, self-describing) or ``"published"`` (CRD/mdistiller).
+        config: the config that makes a ``distill`` file, layered on ``configs/base.yaml`` and
+            ``configs/data/<data>.yaml``.
         data: the data layer's name: ``make teacher NAME=<config stem> DATA=<data>`` makes the file.
+        source: where a ``published`` file comes from.
     """
 
     name: str
@@ -34,16 +60,60 @@ class TeacherEntry:
     num_classes: int
     input_shape: tuple[int, int, int]
     test_accuracy: float
-    config: str
-    data: str
+    file_format: str = SELF_DESCRIBING
+    config: str | None = None
+    data: str | None = None
+    source: str | None = None
+
+    @property
+    def candidates(self) -> list[Path]:
+        """The file's possible locations, in lookup order."""
+        return [folder / self.checkpoint for folder in search_dirs()]
 
     @property
     def path(self) -> Path:
-        return CHECKPOINT_DIR / self.checkpoint
+        """The file to read: the first candidate that exists, else the first candidate."""
+        return next((path for path in self.candidates if path.is_file()), self.candidates[0])
+
+    @property
+    def write_path(self) -> Path:
+        """Where a newly made file goes: the first teacher folder, so that it is the one read next."""
+        return self.candidates[0]
 
     @property
     def how_to_make(self) -> str:
+        """How to get the file: the command that makes it here, or where to download it and put it."""
+        if self.file_format == PUBLISHED:
+            return (
+                f"download {self.source} and extract it into ${TEACHER_DIR_VARIABLE} or teachers/checkpoints "
+                "(tar xf cifar_teachers.tar -C <folder>)"
+            )
         return f"make teacher NAME={Path(self.config).stem} DATA={self.data}"
+
+    @property
+    def remedy(self) -> str:
+        """``how_to_make`` as the end of an error message."""
+        return self.how_to_make if self.file_format == PUBLISHED else f"make it with `{self.how_to_make}`"
+
+    def missing_message(self) -> str:
+        """One line: the file is missing, where it goes, and where it comes from."""
+        places = " or ".join(str(path) for path in self.candidates)
+        return f"teacher checkpoint {places} not found (teacher {self.name!r}): {self.remedy}"
+
+
+def _published(arch: str, accuracy: float) -> TeacherEntry:
+    """A CRD/mdistiller CIFAR-100 teacher from ``cifar_teachers.tar``."""
+    return TeacherEntry(
+        name=f"{arch}_cifar100",
+        architecture=arch,
+        dataset="distill.data.CIFAR100DataModule",
+        checkpoint=f"cifar_teachers/{arch}_vanilla/ckpt_epoch_240.pth",
+        num_classes=100,
+        input_shape=(3, 32, 32),
+        test_accuracy=accuracy,
+        file_format=PUBLISHED,
+        source=f"cifar_teachers.tar from mdistiller's release {CIFAR_TEACHERS_TAR} (CRD's teachers)",
+    )
 
 
 TEACHERS: dict[str, TeacherEntry] = {
@@ -60,6 +130,13 @@ TEACHERS: dict[str, TeacherEntry] = {
             config="configs/teachers/digits_cnn.yaml",
             data="digits",
         ),
+        # The published CIFAR-100 test top-1 (CRD, Tian et al. 2020; repeated by mdistiller).
+        _published("resnet56", 0.7234),
+        _published("resnet110", 0.7431),
+        _published("resnet32x4", 0.7942),
+        _published("wrn_40_2", 0.7561),
+        _published("vgg13", 0.7464),
+        _published("ResNet50", 0.7934),
     )
 }
 

@@ -92,3 +92,19 @@ def test_corrupt_or_foreign_checkpoint(tmp_path, damage):
 def test_unknown_teacher_name():
     with pytest.raises(DistillError, match="unknown teacher 'nope'.*digits_cnn"):
         load_teacher("nope", 10, (1, 8, 8))
+
+
+def test_a_teacher_trained_here_goes_where_it_is_looked_up_first(tmp_path, monkeypatch):
+    """`make teacher` with $DISTILL_TEACHER_DIR set writes there (never over the shipped file), and
+    the registry name then loads that new file."""
+    from tests.conftest import REPO, run_cli
+
+    shipped = DIGITS.path.read_bytes()
+    monkeypatch.setenv("DISTILL_TEACHER_DIR", str(tmp_path / "teachers"))
+    run_cli(tmp_path, "--trainer.max_epochs=1", config=REPO / "configs" / "teachers" / "digits_cnn.yaml")
+    written = tmp_path / "teachers" / "digits_cnn.pt"
+    assert written.is_file() and DIGITS.path == written
+    assert (REPO / "teachers" / "checkpoints" / "digits_cnn.pt").read_bytes() == shipped
+    payload = read_teacher_checkpoint(written, DIGITS.how_to_make)
+    teacher = load_teacher("digits_cnn", 10, (1, 8, 8))
+    assert all(torch.equal(teacher.state_dict()[key], value) for key, value in payload["state_dict"].items())

@@ -22,7 +22,10 @@ from tests._zoo_reference import large_resnet, reference_for
 REFERENCE = json.loads((Path(__file__).parent / "data" / "cifar_zoo_state_dicts.json").read_text())
 PUBLISHED = sorted(REFERENCE)
 CIFAR_ZOO = [*PUBLISHED, "ResNet34"]
-SMALL_MODELS = {"cnn_tiny": (1, 8, 8), "cnn_small": (1, 28, 28), "cnn_large": (1, 8, 8), "mlp_small": (1, 8, 8), "mlp_large": (1, 28, 28)}
+SMALL_MODELS = {
+    "cnn_tiny": (1, 8, 8), "cnn_small": (1, 28, 28), "cnn_large": (1, 8, 8),
+    "mlp_small": (1, 8, 8), "mlp_large": (1, 28, 28),
+}  # fmt: skip
 # ImageNet models are checked on 64x64 images: the stages and weights do not depend on the size.
 IMAGENET = {name: (3, 64, 64) for name in available() if name.startswith("imagenet_")}
 CIFAR = (3, 32, 32)
@@ -128,7 +131,8 @@ def test_resnet34_is_resnet18_with_3_4_6_3_blocks(zoo):
     assert sum(p.numel() for p in resnet34.parameters()) == expected == 21_328_292
     generator = torch.Generator().manual_seed(34)
     state = {key: torch.randn(value.shape, generator=generator) * 0.05 for key, value in resnet34.state_dict().items()}
-    state.update({key: torch.rand(value.shape, generator=generator) + 0.5 for key, value in state.items() if "running_var" in key})
+    for key in [key for key in state if "running_var" in key]:
+        state[key] = torch.rand(state[key].shape, generator=generator) + 0.5
     resnet34.load_state_dict(state, strict=True)
     images = torch.randn(2, *CIFAR, generator=generator)
     with torch.no_grad():
@@ -190,9 +194,12 @@ def test_stage_output_shapes_follow_the_downsampling_and_leave_the_model_untouch
     assert stage_output_shapes(zoo("vgg13"), CIFAR) == [
         (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 4, 4), (512, 4, 4), (100,)
     ]  # fmt: skip
-    assert stage_output_shapes(zoo("MobileNetV2"), CIFAR) == [(16, 16, 16), (12, 16, 16), (16, 8, 8), (48, 4, 4), (160, 2, 2), (100,)]
+    assert stage_output_shapes(zoo("MobileNetV2"), CIFAR) == [
+        (16, 16, 16), (12, 16, 16), (16, 8, 8), (48, 4, 4), (160, 2, 2), (100,)
+    ]  # fmt: skip
     assert stage_output_shapes(zoo("ResNet18"), CIFAR)[1:-1] == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)]
-    assert stage_output_shapes(create("cnn_large", 10, (1, 8, 8)), (1, 8, 8)) == [(32, 4, 4), (64, 4, 4), (64, 4, 4), (10,)]
+    cnn_large = create("cnn_large", 10, (1, 8, 8))
+    assert stage_output_shapes(cnn_large, (1, 8, 8)) == [(32, 4, 4), (64, 4, 4), (64, 4, 4), (10,)]
     assert stage_output_shapes(create("mlp_large", 10, (1, 8, 8)), (1, 8, 8)) == [(256,), (256,), (10,)]
 
 
@@ -247,7 +254,7 @@ def test_bad_imagenet_weights_file_is_one_clear_error(tmp_path, damage):
     elif damage == "other_classes":
         torch.save(create(LOADED, 7, IMAGENET[LOADED]).state_dict(), path)
     elif damage == "pickled_code":
-        torch.save({"features.0.0.weight": torch.zeros(1), "hook": test_a_model_without_stages_is_one_clear_error}, path)
+        torch.save({"features.0.0.weight": torch.zeros(1), "hook": test_imagenet_models_need_three_channels}, path)
     elif damage == "truncated":
         torch.save(create(LOADED, 10, IMAGENET[LOADED]).state_dict(), path)
         path.write_bytes(path.read_bytes()[:5000])

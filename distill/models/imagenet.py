@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models import MobileNetV2
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from distill.errors import DistillError
+from distill.errors import DistillError, load_failure_reason
 from distill.models.registry import register
 
 
@@ -65,11 +65,13 @@ def load_weights_file(model: nn.Module, path: str | Path) -> nn.Module:
     """
     path = Path(path)
     if not path.is_file():
-        raise DistillError(f"weights file {path} not found: give the path of a local state_dict file (nothing is downloaded)")
+        raise DistillError(
+            f"weights file {path} not found: give the path of a local state_dict file (nothing is downloaded)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, pickled code
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = load_failure_reason(error)
         raise DistillError(f"weights file {path} is corrupt or holds more than weights ({reason})") from None
     if isinstance(payload, dict):
         payload = next((payload[key] for key in ("state_dict", "model") if isinstance(payload.get(key), dict)), payload)
