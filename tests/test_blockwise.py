@@ -42,6 +42,7 @@ from distill.policies import (
     TransformedTeacherTemperature,
 )
 from teachers import ExportTeacher
+from teachers.checkpoint import save_teacher_checkpoint
 from tests.conftest import CONFIGS, experiment, run_cli
 from tests.test_ddp_policies import SameOnEveryRank
 from tests.test_sam import hand_perturbation, hand_sgd, quiet_trainer, trainable
@@ -153,6 +154,26 @@ def test_training_keeps_the_teacher_frozen_and_trains_student_and_connectors():
                      (connectors_before, module.method.stones.connectors.state_dict())):  # fmt: skip
         assert all(not torch.equal(new[name], value) for name, value in old.items() if name.endswith("weight"))
     assert int(module.method.stones.connectors[0][1].num_batches_tracked) == 3
+
+
+@pytest.mark.parametrize("student", ["cnn_small", "mlp_small"])
+def test_fashion_mnist_shaped_pair_trains_through_the_module(tmp_path, student):
+    """cnn_large -> student on 28x28 images through DistillationModule, with a random-weight teacher file (the
+    trained Fashion-MNIST teacher is made by `make teacher`, not shipped)."""
+    torch.manual_seed(0)
+    path = save_teacher_checkpoint(tmp_path / "fashion_cnn.pt", create("cnn_large", 10, (1, 28, 28)), "cnn_large", 10,
+                                   (1, 28, 28), "random", 0.0)  # fmt: skip
+    module = DistillationModule(student=student, teacher=str(path), num_classes=10, input_shape=(1, 28, 28),
+                                method=BlockwiseDistillation())  # fmt: skip
+    optimizer = module.configure_optimizers()["optimizer"]
+    images, labels = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for _ in range(2):
+        optimizer.zero_grad()
+        output = module.training_step((images, labels, torch.arange(16)), 0)
+        output["loss"].backward()
+        optimizer.step()
+        assert torch.isfinite(output["loss"])
+        assert all(p.grad.abs().sum() > 0 for p in module.method.parameters())
 
 
 # -- the loss against the documented formula -----------------------------------------------------
