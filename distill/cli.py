@@ -28,6 +28,7 @@ from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 import callbacks
 import distill.data  # noqa: F401
 import distill.divergences  # noqa: F401
+import distill.methods  # noqa: F401
 import distill.policies  # noqa: F401
 from distill.errors import DistillError
 from distill.module import DistillationModule
