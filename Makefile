@@ -17,7 +17,7 @@ CONFIG_ARGS = $(foreach layer,$(CONFIG),--config $(layer))
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train teacher teacher-check test notebooks bench clean
+.PHONY: install train teacher teacher-check test notebooks study fashion-mnist bench clean
 
 $(STAMP): setup.cfg constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,7 @@ teacher-check: $(STAMP)
 	$(BIN)/python -m teachers.check $(NAME) $(ARGS)
 
 ## make test: the whole suite (unit, CLI runs, CPU DDP, notebooks)
-test: $(STAMP)
+test: $(STAMP) fashion-mnist
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make notebooks: two short real runs (TALS and CTKD) in a temporary folder, then every notebook
@@ -60,6 +60,22 @@ notebooks: $(STAMP)
 	echo "DISTILL_RUN_DIRS=$$DISTILL_RUN_DIRS"; \
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 notebooks/ $(PYTEST_ARGS)
 
+## make study [QUICK=1] [STUDIES="fashion_mnist digits"] [JOBS=2]: every method over seeds on real data through
+## distill-sweep and distill-report; results and the generated report land in docs/results/ (QUICK=1: a few
+## minutes: Fashion-MNIST, CE / the KD grid / TALS / Block-KD, 2 seeds, a tiny budget, under studies/quick/)
+STUDIES ?= $(if $(QUICK),fashion_mnist,fashion_mnist digits)
+JOBS ?= 2
+study: $(STAMP) fashion-mnist
+	$(BIN)/python -m distill.study run --study $(STUDIES) --jobs $(JOBS) \
+	  $(if $(QUICK),--quick --runs studies/quick --out studies/quick/results,--runs studies --out docs/results)
+
+## make fashion-mnist: the Fashion-MNIST files from Debian's dataset-fashion-mnist when they are missing
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@test -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz || { \
+	  echo "installing Debian's dataset-fashion-mnist (needs root and apt)"; \
+	  (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) > /dev/null; }
+
 ## make bench [BENCH_ARGS="--mode quick|full|tiny --only framework,policy,per_sample,gpu"]: every benchmark side by
 ## side in one process (quick on the CPU, full on a GPU), written to docs/benchmarks.json and docs/benchmarks.md
 BENCH_ARGS ?=
@@ -67,4 +83,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf runs sweeps .pytest_cache
+	rm -rf runs sweeps studies .pytest_cache

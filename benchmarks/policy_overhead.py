@@ -39,7 +39,8 @@ def method_parts(method: str):
 
 
 def methods() -> list[str]:
-    names = sorted(path.stem for path in (CONFIGS / "methods").glob("*.yaml") if path.stem not in ("grid", "ce"))
+    layers_only = ("grid", "ce", "blockkd")  # a sweep, no teacher, a method layered on a policy
+    names = sorted(path.stem for path in (CONFIGS / "methods").glob("*.yaml") if path.stem not in layers_only)
     return [BASELINE, *[name for name in names if name != BASELINE]]
 
 

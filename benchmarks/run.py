@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import framework_overhead, gpu_throughput, per_sample_overhead, policy_overhead
+from benchmarks import blockwise_step, framework_overhead, gpu_throughput, per_sample_overhead, policy_overhead
 from benchmarks.harness import MODES, Figure, device, environment
 
 # name -> run(mode, context) -> figures; context carries figures earlier benchmarks measured.
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[str, dict], list[Figure]]] = {
     "framework": lambda mode, context: framework_overhead.run(mode),
     "policy": lambda mode, context: policy_overhead.run(mode, kd_step_ms=context.get("kd_step_ms")),
     "per_sample": lambda mode, context: per_sample_overhead.run(mode),
+    "blockkd": lambda mode, context: blockwise_step.run(mode),
     "gpu": lambda mode, context: gpu_throughput.run(mode),
 }
 

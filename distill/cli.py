@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import callbacks
 import distill.data  # noqa: F401
 import distill.divergences  # noqa: F401
+import distill.methods  # noqa: F401
 import distill.policies  # noqa: F401
 from distill.checkpoint_io import check_hyperparameters, check_resume_checkpoint, read_checkpoint
 from distill.cli_errors import argument_error_line, check_config_files, check_run_values, instantiation_error_line

@@ -11,6 +11,10 @@ The maths lives in ``distill.losses``, ``distill.policies`` and ``distill.diverg
 only composes them, logs, and keeps the teacher frozen. ``teacher=None`` trains plain cross-entropy
 (teachers and CE-only baselines go through the same path).
 
+A composed method (``method``, e.g. ``distill.methods.BlockwiseDistillation``) replaces the student's loss
+when a step needs more than one pair of logits; each of its KD terms still goes through the same frame
+(``distillation_terms``: the policy's temperatures and weights, the divergence).
+
 Where the training batches are a fixed function of the sample index (no random augmentation: digits,
 Fashion-MNIST by default), the teacher's logits are computed once per sample at the start of fit and
 read back by index in every step (the teacher-logit cache); otherwise the teacher runs on every batch.
@@ -38,10 +42,11 @@ from torchmetrics.classification import MulticlassAccuracy
 from distill import rng_state
 from distill.divergences import KL, Divergence
 from distill.errors import DistillError
+from distill.methods import DistillationMethod, StepLoss
 from distill.models import check_model_fits, create
 from distill.nonfinite import NonFiniteWatch, agree_across_ranks
 from distill.optim import buffers_unchanged, in_second_pass
-from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, logit_std
+from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, Temperatures, logit_std
 from distill.run_folder import newest_checkpoint
 from distill.tensorboard_summary import write_summary
 from distill.train_metrics import TrainMetricWindow
@@ -80,6 +85,9 @@ class DistillationModule(L.LightningModule):
         compile: ``torch.compile`` the student's and the teacher's forward (``nn.Module.compile``, in
             place, so checkpoint keys are unchanged); the first steps pay the compilation.
         compile_backend: the ``torch.compile`` backend (``inductor``; ``aot_eager``/``eager`` to debug).
+        method: a composed method that computes the training loss instead of the student's frame term
+            (``distill.methods.BlockwiseDistillation``: Block-KD); its own parameters (connectors) are
+            trained and checkpointed with the student but are not part of it. Needs a teacher.
     """
 
     def __init__(
@@ -96,6 +104,7 @@ class DistillationModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_backend: str = "inductor",
+        method: DistillationMethod | None = None,
     ):
         super().__init__()
         input_shape = [int(size) for size in input_shape]  # a list keeps hparams.yaml plain YAML
@@ -103,7 +112,7 @@ class DistillationModule(L.LightningModule):
         # Built from Python (not the CLI, which records these as class_path/init_args dicts): objects would be
         # pickled into every checkpoint, which then no longer loads with weights_only=True. Keep them out;
         # `load_from_checkpoint(path, temperature_policy=..., ...)` takes them again.
-        for name in ("temperature_policy", "divergence", "optimizer", "lr_scheduler"):
+        for name in ("temperature_policy", "divergence", "optimizer", "lr_scheduler", "method"):
             if not isinstance(self.hparams.get(name), (dict, type(None))):
                 del self.hparams[name]
         try:
@@ -118,16 +127,25 @@ class DistillationModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.teacher_cache = teacher_cache
+        self.method = method
+        if method is not None:
+            if self.teacher is None:
+                raise DistillError(
+                    f"model.method: {type(method).__name__} needs a teacher but model.teacher is null; "
+                    "set model.teacher or model.method=null"
+                )
+            method.setup(self.student, self.teacher, input_shape)  # before the optimizer exists: its parts train
         self.channels_last = bool(channels_last)
-        for network in (self.student, self.teacher):
+        for network in (self.student, self.teacher, self.method):
             if network is not None and self.channels_last:
                 network.to(memory_format=torch.channels_last)
-            if network is not None and compile:
+            # A method runs the models stage by stage (not through their compiled forward): it is left uncompiled.
+            if network is not None and compile and network is not self.method:
                 network.compile(backend=compile_backend)
         # [N, C] teacher logits by training-sample index, filled at the start of fit (never checkpointed).
         self.register_buffer("cached_teacher_logits", None, persistent=False)
         top_k = min(5, num_classes)
-        self.train_window = TrainMetricWindow(top_k)
+        self.train_window = TrainMetricWindow(top_k, method.scalar_names() if method is not None else ())
         # Per-sample losses and teacher stds since the last finiteness check (references only; see check_finite).
         self.nonfinite = NonFiniteWatch()
         # Validation/test: states updated per batch, computed (and summed over DDP ranks) once per epoch.
@@ -240,6 +258,54 @@ class DistillationModule(L.LightningModule):
         """Student logits ``[B, C]``."""
         return self.student(images)
 
+    def distillation_terms(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor,
+        epoch: int,
+        temperatures: Temperatures | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The frame's two per-sample terms, in the autograd graph, before the mean.
+
+        Args:
+            student_logits: ``[B, C]`` (any dtype; cast to float32 before any temperature arithmetic).
+            teacher_logits: ``[B, C]``: the target (the teacher's logits, or any other target logits).
+            labels: ``[B]``.
+            epoch: counted from 1.
+            temperatures: use these instead of asking the policy (a method reusing another term's).
+
+        Returns:
+            ``(task, distill, per_sample)``: ``task = ce_weight * CE(s, y)`` and ``distill = kd_weight *
+            D(s / Ts, t / Tt)``, both ``[B]``, and a dict of ``[B]`` tensors named as ``PER_SAMPLE_FIELDS``
+            (detached).
+        """
+        student = student_logits.float()
+        teacher = teacher_logits.float()
+        # Autocast off: under bf16-mixed/16-mixed it would run a learned policy's layers (CTKD's MLP) and the loss's
+        # matmuls in 16 bits; temperatures and losses are computed in float32 (the weights are float32 anyway).
+        with torch.autocast(device_type=student.device.type, enabled=False):
+            if temperatures is None:
+                temperatures = self.temperature_policy(teacher, student, epoch)
+            ce = F.cross_entropy(student, labels, reduction="none")
+            kd = self.divergence(student, teacher, labels, temperatures.student, temperatures.teacher, epoch)
+            task, distill = temperatures.ce_weight * ce, temperatures.kd_weight * kd
+        detached = temperatures.detach()
+        per_sample = {
+            "label": labels,
+            "sigma": logit_std(teacher),
+            "teacher_T": detached.teacher,
+            "student_T": detached.student,
+            "alpha": detached.alpha,
+            "kd_weight": detached.kd_weight,
+            "ce_weight": detached.ce_weight,
+            "kd": kd.detach(),
+            "ce": ce.detach(),
+            "teacher_correct": teacher.argmax(-1) == labels,
+            "student_correct": student.detach().argmax(-1) == labels,
+        }
+        return task, distill, per_sample
+
     def distillation_loss(
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, epoch: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -255,54 +321,43 @@ class DistillationModule(L.LightningModule):
             ``(loss, per_sample)``: the scalar mean loss and a dict of ``[B]`` tensors named as
             ``PER_SAMPLE_FIELDS`` (detached).
         """
-        student = student_logits.float()
-        teacher = teacher_logits.float()
-        # Autocast off: under bf16-mixed/16-mixed it would run a learned policy's layers (CTKD's MLP) and the loss's
-        # matmuls in 16 bits; temperatures and losses are computed in float32 (the weights are float32 anyway).
-        with torch.autocast(device_type=student.device.type, enabled=False):
-            temperatures = self.temperature_policy(teacher, student, epoch)
-            ce = F.cross_entropy(student, labels, reduction="none")
-            kd = self.divergence(student, teacher, labels, temperatures.student, temperatures.teacher, epoch)
-            loss = (temperatures.ce_weight * ce + temperatures.kd_weight * kd).mean()
-        detached = temperatures.detach()
-        per_sample = {
-            "label": labels,
-            "sigma": logit_std(teacher),
-            "teacher_T": detached.teacher,
-            "student_T": detached.student,
-            "alpha": detached.alpha,
-            "kd_weight": detached.kd_weight,
-            "ce_weight": detached.ce_weight,
-            "kd": kd.detach(),
-            "ce": ce.detach(),
-            "teacher_correct": teacher.argmax(-1) == labels,
-            "student_correct": student.detach().argmax(-1) == labels,
-        }
-        return loss, per_sample
+        task, distill, per_sample = self.distillation_terms(student_logits, teacher_logits, labels, epoch)
+        return (task + distill).mean(), per_sample
+
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor) -> StepLoss:
+        """The step's loss: the student's frame term, or the composed method's loss (``[B, ...]`` batch)."""
+        epoch = self.current_epoch + 1
+        if self.method is not None:
+            return self.method(images, labels, teacher_logits, epoch, self.distillation_terms)
+        student_logits = self.student(images)
+        loss, per_sample = self.distillation_loss(student_logits, teacher_logits, labels, epoch)
+        task = (per_sample["ce_weight"] * per_sample["ce"]).mean()
+        return StepLoss(loss, task, student_logits, per_sample)
 
     def training_step(self, batch, batch_idx: int):
         if in_second_pass(self._trainer):  # SAM's second forward-backward (distill/optim/sam.py)
             return self._sam_second_pass(batch)
         images, labels, index = batch
-        student_logits = self.student(images)
         if self.teacher is None:
+            student_logits = self.student(images)
             ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
             loss = ce.mean()
-            self.nonfinite.add(self.global_step, self.current_epoch, index, ce)
+            self.nonfinite.add(self.global_step, self.current_epoch, index, ce, loss=loss)
             self._log_train_step(loss, loss, torch.zeros_like(loss), student_logits, labels)
             return loss
         teacher_logits = self.training_teacher_logits(images, index)
         self._first_pass_teacher_logits = teacher_logits  # SAM's second pass reuses them (frozen teacher)
-        loss, per_sample = self.distillation_loss(student_logits, teacher_logits, labels, self.current_epoch + 1)
-        per_sample["index"] = index
+        step = self.training_loss(images, labels, teacher_logits)
+        step.per_sample["index"] = index
+        values = step.per_sample
         self.nonfinite.add(
-            self.global_step, self.current_epoch, index, per_sample["ce"], per_sample["kd"],
-            per_sample["ce_weight"], per_sample["kd_weight"], per_sample["sigma"],
+            self.global_step, self.current_epoch, index, values["ce"], values["kd"], values["ce_weight"],
+            values["kd_weight"], values["sigma"], loss=step.loss,
         )  # fmt: skip
-        weighted_ce = (per_sample["ce_weight"] * per_sample["ce"]).mean()
-        self._log_train_step(loss, weighted_ce, loss.detach() - weighted_ce, student_logits, labels)
-        self._first_pass_per_sample = per_sample  # what SAM's second pass returns for this step
-        return {"loss": loss, "per_sample": per_sample}
+        loss_kd = step.loss.detach() - step.task
+        self._log_train_step(step.loss, step.task, loss_kd, step.student_logits, labels, step.scalars)
+        self._first_pass_per_sample = step.per_sample  # what SAM's second pass returns for this step
+        return {"loss": step.loss, "per_sample": step.per_sample}
 
     def _sam_second_pass(self, batch):
         """The loss at SAM's perturbed weights, for its gradient only. It logs nothing, leaves BN running statistics
@@ -310,22 +365,21 @@ class DistillationModule(L.LightningModule):
         and callbacks all describe the step at the unperturbed weights."""
         images, labels, _ = batch
         with buffers_unchanged(self):
-            student_logits = self.student(images)
             if self.teacher is None:
-                return F.cross_entropy(student_logits.float(), labels)
-            teacher_logits = self._first_pass_teacher_logits
-            loss, _ = self.distillation_loss(student_logits, teacher_logits, labels, self.current_epoch + 1)
+                return F.cross_entropy(self.student(images).float(), labels)
+            loss = self.training_loss(images, labels, self._first_pass_teacher_logits).loss
         return {"loss": loss, "per_sample": self._first_pass_per_sample}
 
-    def _log_train_step(self, loss, loss_ce, loss_kd, logits, labels) -> None:
+    def _log_train_step(self, loss, loss_ce, loss_kd, logits, labels, scalars=None) -> None:
         """Add the step to the on-device window; every ``log_every_n_steps`` steps, publish its means.
 
+        ``scalars`` are a composed method's extra 0-d values (Block-KD's ``stone_<i>_loss``), averaged alike.
         The means go straight to the loggers (TensorBoard ``train/loss``, ``train/loss_ce``, ...), to the
         progress bar (``train/loss``) and to ``trainer.callback_metrics``, on global rank 0, with one host
         sync. ``self.log`` is not used here: Lightning's result collection costs about 2 ms a call (even
         once per interval that was 7% of a digits epoch); epoch-level validation/test metrics still use it.
         """
-        self.train_window.add(loss, loss_ce, loss_kd, logits, labels)
+        self.train_window.add(loss, loss_ce, loss_kd, logits, labels, scalars)
         trainer = self._trainer
         if trainer is not None and (self.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0:
             self.check_finite()

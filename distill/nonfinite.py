@@ -64,10 +64,13 @@ class NonFiniteWatch:
         ce_weight: torch.Tensor | None = None,
         kd_weight: torch.Tensor | None = None,
         sigma: torch.Tensor | None = None,
+        loss: torch.Tensor | None = None,
     ) -> None:
         """Keep the step's ``[B]`` tensors (detached): sample index, CE, and for distillation the KD divergence, both
-        weights and the teacher's logit std. No kernel runs here."""
-        tensors = {"index": index, "ce": ce, "kd": kd, "ce_weight": ce_weight, "kd_weight": kd_weight, "sigma": sigma}
+        weights and the teacher's logit std; and the step's 0-d ``loss`` (a composed method such as Block-KD adds
+        terms that are not per sample: a non-finite one counts for every sample of the batch). No kernel runs here."""
+        tensors = {"index": index, "ce": ce, "kd": kd, "ce_weight": ce_weight, "kd_weight": kd_weight, "sigma": sigma,
+                   "loss": loss}  # fmt: skip
         self._steps.append((step, epoch, {name: None if value is None else value.detach() for name, value in tensors.items()}))
 
     def __len__(self) -> int:
@@ -76,9 +79,10 @@ class NonFiniteWatch:
     def clear(self) -> None:
         self._steps = []
 
-    def _bad_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(bad loss [N], bad teacher [N])`` over every kept sample, in order (a few kernels, no sync)."""
-        losses, teachers = [], []
+    def _bad(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(bad loss [N], bad teacher [N], bad step loss [steps])`` over everything kept, in order (a few
+        kernels, no sync)."""
+        losses, teachers, step_losses = [], [], []
         for _, _, tensors in self._steps:
             ce = tensors["ce"]
             if tensors["kd"] is None:
@@ -87,31 +91,34 @@ class NonFiniteWatch:
             else:
                 losses.append(tensors["ce_weight"] * ce + tensors["kd_weight"] * tensors["kd"])
                 teachers.append(~torch.isfinite(tensors["sigma"]))
-        return ~torch.isfinite(torch.cat(losses)), torch.cat(teachers)
+            step_loss = tensors["loss"]
+            step_losses.append(step_loss.reshape(1).float() if step_loss is not None else torch.zeros(1, device=ce.device))
+        return ~torch.isfinite(torch.cat(losses)), torch.cat(teachers), ~torch.isfinite(torch.cat(step_losses))
 
     def any_bad(self, device: torch.device) -> torch.Tensor:
-        """0-d int tensor on ``device``: 1 if any kept sample had a non-finite loss or teacher logits (no sync)."""
+        """0-d int tensor on ``device``: 1 if any kept sample had a non-finite loss or teacher logits, or a step a
+        non-finite loss (no sync)."""
         if not self._steps:
             return torch.zeros((), dtype=torch.int64, device=device)
-        bad_loss, bad_teacher = self._bad_rows()
-        return (bad_loss | bad_teacher).any().to(device=device, dtype=torch.int64)
+        bad_loss, bad_teacher, bad_steps = self._bad()
+        flag = (bad_loss | bad_teacher).any() | bad_steps.any()
+        return flag.to(device=device, dtype=torch.int64)
 
     def first_bad(self) -> NonFinite | None:
-        """The first kept step with a non-finite sample (host sync), or ``None``."""
+        """The first kept step with a non-finite value (host sync), or ``None``. Its samples are those whose own
+        loss or teacher logits were not finite, or the whole batch where only the step's loss was."""
         if not self._steps:
             return None
-        bad_loss, bad_teacher = self._bad_rows()
-        bad = (bad_loss | bad_teacher).cpu()
+        bad_loss, bad_teacher, bad_steps = (values.cpu() for values in self._bad())
         sizes = [len(tensors["ce"]) for _, _, tensors in self._steps]
-        for (step, epoch, tensors), rows, teacher_rows in zip(
-            self._steps, bad.split(sizes), bad_teacher.cpu().split(sizes), strict=True
-        ):
-            if rows.any():
-                what = "teacher logits" if teacher_rows.any() else "loss"
-                # Teacher rows first: a non-finite teacher row makes that sample's loss non-finite too.
-                chosen = teacher_rows if teacher_rows.any() else rows
-                samples = sorted(tensors["index"].cpu()[chosen].tolist())
-                return NonFinite(step, epoch, what, samples)
+        rows = zip(self._steps, bad_loss.split(sizes), bad_teacher.split(sizes), bad_steps.tolist(), strict=True)
+        for (step, epoch, tensors), loss_rows, teacher_rows, bad_step in rows:
+            # Teacher rows first: a non-finite teacher row makes that sample's loss non-finite too.
+            for what, chosen in (("teacher logits", teacher_rows), ("loss", loss_rows | teacher_rows)):
+                if chosen.any():
+                    return NonFinite(step, epoch, what, sorted(tensors["index"].cpu()[chosen].tolist()))
+            if bad_step:
+                return NonFinite(step, epoch, "loss", sorted(tensors["index"].cpu().tolist()))
         return None
 
 

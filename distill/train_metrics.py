@@ -21,25 +21,28 @@ SAMPLE_MEANS = ("acc1", "acc5")
 class TrainMetricWindow(nn.Module):
     """Running sums of the training scalars since the last ``pop_means``.
 
-    ``sums`` holds ``[loss, loss_ce, loss_kd, correct top-1, correct top-k, samples, steps]`` as float64
-    (exact counts for any realistic window) on the module's device; it is a non-persistent buffer, so it
-    follows the module across devices and never enters a checkpoint.
+    ``sums`` holds ``[loss, loss_ce, loss_kd, correct top-1, correct top-k, samples, steps, *extra]`` as
+    float64 (exact counts for any realistic window) on the module's device; it is a non-persistent buffer,
+    so it follows the module across devices and never enters a checkpoint.
 
     Args:
         top_k: the k of the ``acc5`` entry (5, or the number of classes when there are fewer).
+        extra_names: names of extra per-step scalars (a composed method's), averaged over steps like the losses.
     """
 
-    def __init__(self, top_k: int = 5):
+    def __init__(self, top_k: int = 5, extra_names: tuple[str, ...] = ()):
         super().__init__()
         self.top_k = int(top_k)
-        self.register_buffer("sums", torch.zeros(len(STEP_MEANS) + len(SAMPLE_MEANS) + 2, dtype=torch.float64),
-                             persistent=False)  # fmt: skip
+        self.extra_names = tuple(extra_names)
+        size = len(STEP_MEANS) + len(SAMPLE_MEANS) + 2 + len(self.extra_names)
+        self.register_buffer("sums", torch.zeros(size, dtype=torch.float64), persistent=False)
         self.steps_since_pop = 0  # a Python count, so that checking for an empty window needs no host sync
 
     @torch.no_grad()
     def add(self, loss: torch.Tensor, loss_ce: torch.Tensor, loss_kd: torch.Tensor, logits: torch.Tensor,
-            labels: torch.Tensor) -> None:  # fmt: skip
-        """Add one step: three 0-d losses, the student's ``[B, C]`` logits and the ``[B]`` labels."""
+            labels: torch.Tensor, extra: dict[str, torch.Tensor] | None = None) -> None:  # fmt: skip
+        """Add one step: three 0-d losses, the student's ``[B, C]`` logits, the ``[B]`` labels and, for every
+        name in ``extra_names``, its 0-d value in ``extra``."""
         top = logits.detach().topk(self.top_k, dim=-1).indices  # [B, k], best first
         hits = top == labels.unsqueeze(-1)
         step = torch.stack([
@@ -49,13 +52,15 @@ class TrainMetricWindow(nn.Module):
         self.sums[:5] += step
         self.sums[5] += labels.shape[0]
         self.sums[6] += 1
+        if self.extra_names:
+            self.sums[7:] += torch.stack([extra[name].detach().double() for name in self.extra_names])
         self.steps_since_pop += 1
 
     def pop_means(self) -> dict[str, torch.Tensor]:
         """The window's means as 0-d float32 tensors (``train/``-less names), then an empty window."""
         steps = self.sums[6].clamp_min(1)
         samples = self.sums[5].clamp_min(1)
-        values = torch.cat([self.sums[:3] / steps, self.sums[3:5] / samples]).float()
+        values = torch.cat([self.sums[:3] / steps, self.sums[3:5] / samples, self.sums[7:] / steps]).float()
         self.sums.zero_()
         self.steps_since_pop = 0
-        return dict(zip(STEP_MEANS + SAMPLE_MEANS, values.unbind()))
+        return dict(zip(STEP_MEANS + SAMPLE_MEANS + self.extra_names, values.unbind()))

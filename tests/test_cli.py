@@ -62,7 +62,7 @@ def test_metrics_json_holds_the_runs_own_final_metrics(short_run):
     cli, log_dir = short_run
     record = read_run_metrics(log_dir)
     assert (record["epochs"], record["steps"], record["seed"]) == (3, 24, 0)
-    assert record["config"] == [str(DEFAULT_CONFIG)] and record["fit_seconds"] > 0
+    assert record["config"] == [str(layer) for layer in DEFAULT_CONFIG] and record["fit_seconds"] > 0
     for key in TEST_KEYS:  # the post-fit test, as logged
         assert record["metrics"][key] == pytest.approx(float(cli.trainer.callback_metrics[key]))
     for key in VALIDATION_KEYS:  # the last epoch's validation, as written to TensorBoard

@@ -28,6 +28,9 @@ class SmallCNN(nn.Module):
         dropout: dropout before the classifier.
     """
 
+    # The first stage ("stem") is a conv block like the others: block-wise methods count it as a block.
+    stem_is_block = True
+
     def __init__(self, num_classes: int, input_shape: Sequence[int], widths: Sequence[int], dropout: float = 0.0):
         super().__init__()
         channels, height, width = input_shape

@@ -19,6 +19,9 @@ class MLP(nn.Module):
         hidden: width of each hidden layer.
     """
 
+    # The first stage ("stem") is a hidden layer like the others: block-wise methods count it as a block.
+    stem_is_block = True
+
     def __init__(self, num_classes: int, input_shape: Sequence[int], hidden: Sequence[int]):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]

@@ -1,0 +1,187 @@
+"""The study's document, generated from its committed results files, never typed by hand.
+
+    python -m distill.study document docs/results/fashion_mnist     # -> docs/results/fashion_mnist.md
+
+Reads ``results.csv`` (the table), ``runs.csv`` (per-run numbers, for comparisons between any two rows),
+``per_sample.csv`` (quantiles of sigma_i, T_i, alpha_i), ``study.json`` (command, versions, wall time),
+draws ``per_sample.png`` from ``per_sample.csv``, and writes the document: the table, the figures, how
+it was made, and a reading in plain words whose every sentence is computed from those numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from distill.atomic_file import write_atomically  # noqa: E402
+from distill.report.statistics import Comparison, compare, mean_std  # noqa: E402
+from distill.study.plans import BASELINE  # noqa: E402
+
+SHOWN = {"sigma": "sigma_i (teacher logit std)", "teacher_T": "teacher T_i", "alpha": "alpha_i (KD share)"}
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def by_seed(runs: list[dict], configuration: str) -> dict[int, float]:
+    return {int(row["seed"]): float(row["test_acc1"]) for row in runs if row["configuration"] == configuration}
+
+
+def grid_mean_by_seed(runs: list[dict]) -> dict[int, float]:
+    """Per seed, the mean test top-1 over the grid's temperatures (seeds every T finished)."""
+    grid = [row for row in runs if row["configuration"].startswith("grid,T=")]
+    temperatures = {row["configuration"] for row in grid}
+    seeds = {int(row["seed"]) for row in grid}
+    complete = [s for s in sorted(seeds) if sum(int(r["seed"]) == s for r in grid) == len(temperatures)]
+    return {s: sum(float(r["test_acc1"]) for r in grid if int(r["seed"]) == s) / len(temperatures) for s in complete}
+
+
+def verdict(comparison: Comparison) -> str:
+    """'better', 'worse' or 'no detectable difference', from the 95% CI of the difference."""
+    if not comparison.tested:
+        return f"not testable ({comparison.test})"
+    if comparison.ci_low > 0:
+        return "better"
+    if comparison.ci_high < 0:
+        return "worse"
+    return "no detectable difference"
+
+
+def describe(name: str, comparison: Comparison, other: str) -> str:
+    if not comparison.tested:
+        return f"{name} vs {other}: {comparison.difference:+.2f} points, {comparison.test}."
+    return (f"{name} vs {other}: {comparison.difference:+.2f} points (95% CI [{comparison.ci_low:+.2f}, "
+            f"{comparison.ci_high:+.2f}], p = {comparison.p_value:.3g}): {verdict(comparison)}.")  # fmt: skip
+
+
+def reading(results: list[dict], runs: list[dict]) -> list[str]:
+    """Plain-words findings, each computed from the numbers."""
+    rows = {row["configuration"]: row for row in results}
+    lines = []
+    best = next((row for row in results if row["configuration"] == BASELINE), None)
+    tuned = by_seed(runs, best["selected"]) if best and best["selected"] else {}
+    ce = by_seed(runs, "ce")
+    if ce and tuned:
+        gain = compare(tuned, ce)
+        spread = max(mean_std(list(ce.values()))[1], mean_std(list(tuned.values()))[1])
+        holds = "holds" if gain.difference > spread else "does NOT hold"
+        lines.append(f"Design check: {describe('the validation-tuned KD (' + best['selected'] + ')', gain, 'CE only')} "
+                     f"The premise of the study, that plain KD beats the CE-only student by more than the seed spread, "
+                     f"{holds}: a gain of {gain.difference:.2f} points against a largest std of {spread:.2f}.")  # fmt: skip
+    grid_mean = grid_mean_by_seed(runs)
+    if tuned and grid_mean:
+        lines.append("Tuning the temperature: " + describe(f"the grid's best T (chosen on validation: {best['selected']})",
+                                                          compare(tuned, grid_mean), "the grid mean") + " "
+                     "The grid costs one run per temperature; every other method here is one run.")  # fmt: skip
+    tals = by_seed(runs, "tals")
+    if tals and tuned:
+        lines.append("Does TALS, in one run with no constant to tune, beat the tuned grid? "
+                     + describe("TALS", compare(tals, tuned), "the grid's best T")
+                     + (" " + describe("TALS", compare(tals, grid_mean), "the grid mean") if grid_mean else ""))
+    lskd, plain = by_seed(runs, "lskd"), by_seed(runs, "kd_lskd_weights")
+    if lskd and plain:
+        lines.append("Does z-score's gain survive KD with the same temperature and weights? "
+                     + describe("LSKD (z-scored)", compare(lskd, plain), "KD at T=2, CE 0.1, KD 9 (no z-score)")
+                     + (" " + describe("LSKD", compare(lskd, tuned), "the tuned grid") if tuned else ""))
+    better = [name for name, row in rows.items() if row.get("test") and not row["test"].startswith(("n/a", "baseline"))
+              and row["ci95_low"] and float(row["ci95_low"]) > 0]  # fmt: skip
+    worse = [name for name, row in rows.items() if row.get("test") and not row["test"].startswith(("n/a", "baseline"))
+             and row["ci95_high"] and float(row["ci95_high"]) < 0]  # fmt: skip
+    lines.append(f"Against the validation-tuned KD ({BASELINE}), at 95% confidence: better: "
+                 f"{', '.join(better) or 'none'}; worse: {', '.join(worse) or 'none'}; every other method shows no "
+                 "detectable difference with this many seeds (the table's CI column says how large a difference "
+                 "could still hide).")  # fmt: skip
+    return lines
+
+
+def per_sample_figure(quantiles: list[dict]) -> bytes:
+    """Box plots (5-25-50-75-95% quantiles) of sigma_i, T_i and alpha_i per configuration, from per_sample.csv."""
+    configurations = list(dict.fromkeys(row["configuration"] for row in quantiles))
+    figure, axes = plt.subplots(1, len(SHOWN), figsize=(4.6 * len(SHOWN), 0.32 * len(configurations) + 1.6))
+    for axis, (quantity, title) in zip(axes, SHOWN.items()):
+        stats = []
+        for configuration in configurations:
+            row = next((r for r in quantiles if r["configuration"] == configuration and r["quantity"] == quantity), None)
+            if row is None or math.isnan(float(row["q50"])):
+                stats.append({"label": configuration, "whislo": math.nan, "q1": math.nan, "med": math.nan,
+                              "q3": math.nan, "whishi": math.nan, "fliers": []})  # fmt: skip
+                continue
+            stats.append({"label": configuration, "whislo": float(row["q05"]), "q1": float(row["q25"]),
+                          "med": float(row["q50"]), "q3": float(row["q75"]), "whishi": float(row["q95"]), "fliers": []})
+        axis.bxp(stats, vert=False, showfliers=False)
+        axis.set_title(title, fontsize=10)
+        axis.tick_params(labelsize=8)
+        if quantity == "teacher_T":
+            axis.set_xscale("log")
+    figure.suptitle("Per-sample values over the last epoch's training samples (whiskers: 5% and 95%)", fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def table_lines(results_md: str) -> list[str]:
+    """The table rows of distill-report's results.md (its first table)."""
+    lines = results_md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| configuration"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def write_document(folder: Path) -> Path:
+    """Write ``<folder>.md`` (and ``<folder>/per_sample.png``) from the files in ``folder``."""
+    folder = Path(folder)
+    study = json.loads((folder / "study.json").read_text())
+    results = read_csv(folder / "results.csv")
+    runs = read_csv(folder / "runs.csv")
+    quantiles = read_csv(folder / "per_sample.csv") if (folder / "per_sample.csv").stat().st_size else []
+    if quantiles:
+        write_atomically(folder / "per_sample.png", per_sample_figure(quantiles))
+    relative = folder.name
+    hours = study["wall_seconds"] / 3600
+    v = study["versions"]
+    lines = [
+        f"# Study: {study['title']}",
+        "",
+        "Generated by `python -m distill.study document` from the files in "
+        f"[`{relative}/`]({relative}/) (never edited by hand).",
+        "",
+        f"- Command: `{study['command']}`" + (" **(QUICK: a code-path check, not results)**" if study["quick"] else ""),
+        f"- Seeds per configuration: {study['seeds']}; {study['jobs']} runs at a time.",
+        f"- Wall time: {study['wall_seconds']} s ({hours:.2f} h) on {v['machine']}; Python {v['python']}, "
+        f"torch {v['torch']}, Lightning {v['lightning']}; finished {study['finished']}.",
+        f"- Design: {study['design']}",
+        "",
+        "## Results",
+        "",
+        f"Student test top-1 (last epoch), mean ± std over seeds; differences against the KD grid's best "
+        f"temperature chosen on validation (`{BASELINE}`), paired over seeds, with 95% CI and p-value.",
+        "",
+        *table_lines((folder / "results.md").read_text()),
+        "",
+        f"![test top-1 per configuration]({relative}/results.png)",
+        "",
+        "## What holds and what does not",
+        "",
+        *[f"- {line}" for line in reading(results, runs)],
+        "",
+        "## What the policies do to each sample",
+        "",
+        "Distributions over the training samples of the last epoch (all seeds pooled): the teacher's logit",
+        "std sigma_i, the teacher temperature T_i and the KD share alpha_i each policy set.",
+        "",
+        f"![per-sample distributions]({relative}/per_sample.png)" if quantiles else "(no per-sample records)",
+        "",
+    ]  # fmt: skip
+    return write_atomically(folder.with_suffix(".md"), "\n".join(lines))
