@@ -51,18 +51,21 @@ def read_checkpoint(path: str | Path, field: str = "ckpt_path") -> dict[str, Any
     """The checkpoint dict at ``path``, or one ``DistillError`` line naming the file and what is wrong with it."""
     path = Path(path)
     if not path.is_file():
-        raise DistillError(f"{field}: checkpoint {path} not found; give an existing .ckpt file, or last (the newest of this run)")
+        raise DistillError(
+            f"{field}: checkpoint {path} not found; give an existing .ckpt file, or last (the newest of this run)"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise DistillError(
-            f"{field}: {path} is not a plain-weights checkpoint ({load_failure_reason(error)}); distill loads checkpoints "
-            "with weights_only=True and never runs pickled code: resume from a checkpoint that distill fit wrote"
+            f"{field}: {path} is not a plain-weights checkpoint ({load_failure_reason(error)}); distill loads "
+            "checkpoints with weights_only=True and never runs pickled code: resume from a checkpoint that distill "
+            "fit wrote"
         ) from None
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file fails in many ways; all mean the same
         raise DistillError(
-            f"{field}: {path} is truncated or not a checkpoint ({load_failure_reason(error)[:160]}); resume from an older checkpoint of the run "
-            "(--ckpt_path=last picks the newest readable one)"
+            f"{field}: {path} is truncated or not a checkpoint ({load_failure_reason(error)[:160]}); resume from an "
+            "older checkpoint of the run (--ckpt_path=last picks the newest readable one)"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "global_step" not in checkpoint:
         found = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
@@ -73,24 +76,30 @@ def read_checkpoint(path: str | Path, field: str = "ckpt_path") -> dict[str, Any
     return checkpoint
 
 
-def check_checkpoint_fits(checkpoint: dict[str, Any], model: nn.Module, path: str | Path, field: str = "ckpt_path") -> None:
+def check_checkpoint_fits(
+    checkpoint: dict[str, Any], model: nn.Module, path: str | Path, field: str = "ckpt_path"
+) -> None:
     """The checkpoint's weights have exactly the model's names and shapes (the teacher aside); else one line
     naming the first difference: a checkpoint of another student or another policy (CTKD's theta) cannot resume."""
-    expected = {name: tuple(value.shape) for name, value in model.state_dict().items() if not name.startswith(NOT_CHECKPOINTED)}
-    found = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items() if not name.startswith(NOT_CHECKPOINTED)}
+    def shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(value.shape) for name, value in state.items() if not name.startswith(NOT_CHECKPOINTED)}
+
+    expected, found = shapes(model.state_dict()), shapes(checkpoint["state_dict"])
     missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
     reshaped = sorted(name for name in expected.keys() & found.keys() if expected[name] != found[name])
     if not (missing or unexpected or reshaped):
         return
     hyper = checkpoint.get("hyper_parameters", {})
-    written_for = f" (written for student {hyper['student']!r})" if isinstance(hyper, dict) and "student" in hyper else ""
+    student = hyper.get("student") if isinstance(hyper, dict) else None
+    written_for = f" (written for student {student!r})" if student else ""
     if reshaped:
         name = reshaped[0]
         detail = f"{name} has shape {found[name]} there but {expected[name]} in this model"
     elif missing:
         detail = f"it lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
     else:
-        detail = f"it holds {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "") + " that this model has not"
+        more = f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""
+        detail = f"it holds {unexpected[0]}{more} that this model has not"
     raise DistillError(
         f"{field}: {path} is for another architecture or policy{written_for}: {detail}; resume with the config of "
         "the run that wrote it, or start a new run"
@@ -122,7 +131,9 @@ def first_difference(saved: Any, given: Any, name: str) -> tuple[str, Any, Any] 
     return None if saved == given else (name, saved, given)
 
 
-def check_hyperparameters(checkpoint: dict[str, Any], model_config: Any, path: str | Path, field: str = "ckpt_path") -> None:
+def check_hyperparameters(
+    checkpoint: dict[str, Any], model_config: Any, path: str | Path, field: str = "ckpt_path"
+) -> None:
     """The model settings stored in a checkpoint (``hyper_parameters``) equal the config's ``model`` section; else one
     line naming the first difference (resuming continues the same run: another student, teacher, policy or
     optimizer is another run)."""
@@ -140,8 +151,9 @@ def check_hyperparameters(checkpoint: dict[str, Any], model_config: Any, path: s
         if found:
             name, old, new = found
             raise DistillError(
-                f"{field}: {path} was written with {name}={old!r}, but this config gives {new!r}; a resumed run continues "
-                "the same run: resume with that run's config (its config.yaml), or drop --ckpt_path to start a new run"
+                f"{field}: {path} was written with {name}={old!r}, but this config gives {new!r}; a resumed run "
+                "continues the same run: resume with that run's config (its config.yaml), or drop --ckpt_path to start "
+                "a new run"
             )
 
 

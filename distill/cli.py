@@ -136,7 +136,7 @@ class DistillCLI(LightningCLI):
             "--checkpoint_every_n_steps",
             type=int,
             default=500,
-            help="Also write a checkpoint (and last.ckpt) every N training steps, for resuming mid-epoch; 0: only per epoch.",
+            help="Also a checkpoint (and last.ckpt) every N training steps, to resume mid-epoch; 0: per epoch only.",
         )
         for key, callback in OBSERVER_CALLBACKS.items():
             parser.add_argument(
@@ -175,7 +175,8 @@ class DistillCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, with the observer callbacks that are not switched off appended to its callbacks, and the
-        reliability defaults (``distill.reliable_training``). A ``ckpt_path`` is checked before anything else is built."""
+        reliability defaults (``distill.reliable_training``). A ``ckpt_path``'s weights are checked against the model
+        before the trainer is built."""
         config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
         checkpoint = config.get("ckpt_path")
         if checkpoint and checkpoint not in LIGHTNING_CHECKPOINT_NAMES:

@@ -37,7 +37,7 @@ def _classes(module, base: type) -> list[str]:
     """Names of the public subclasses of ``base`` (not ``base`` itself) exported by ``module``."""
     names = getattr(module, "__all__", dir(module))
     found = [getattr(module, name) for name in names]
-    return sorted(item.__name__ for item in found if inspect.isclass(item) and issubclass(item, base) and item is not base)
+    return sorted(item.__name__ for item in found if inspect.isclass(item) and issubclass(item, base) and item != base)
 
 
 def choices_for(key: str) -> tuple[str, list[str]] | None:
@@ -76,7 +76,9 @@ def check_config_files(argv: Iterable[str]) -> None:
     for name in config_file_arguments(argv):
         path = Path(name)
         if not path.is_file():
-            raise DistillError(f"--config {name}: file not found (give the path of a YAML config layer, e.g. configs/base.yaml)")
+            raise DistillError(
+                f"--config {name}: file not found (give the path of a YAML config layer, e.g. configs/base.yaml)"
+            )
         try:
             content = yaml.safe_load(path.read_text())
         except yaml.YAMLError as error:
@@ -88,7 +90,8 @@ def check_config_files(argv: Iterable[str]) -> None:
             raise DistillError(f"config file {name}: cannot read it ({error})") from None
         if content is not None and not isinstance(content, dict):
             raise DistillError(
-                f"config file {name}: got a YAML {type(content).__name__}, expected a mapping of settings (key: value lines)"
+                f"config file {name}: got a YAML {type(content).__name__}, expected a mapping of settings "
+                "(key: value lines)"
             )
 
 
@@ -134,7 +137,8 @@ def argument_error_line(message: str) -> str:
     lines = [line.strip(" -") for line in message.splitlines() if line.strip(" -")]
     if key:
         # The innermost reason: the last line that is neither a key header nor jsonargparse's bookkeeping.
-        reasons = [line for line in lines if not line.startswith(("Parser key", "Subtypes", "Errors", "Given value type"))]
+        bookkeeping = ("Parser key", "Subtypes", "Errors", "Given value type")
+        reasons = [line for line in lines if not line.startswith(bookkeeping)]
         reason = reasons[-1] if reasons else " ".join(lines)
         return f"{key}: {reason}"
     return " ".join(lines)
@@ -160,7 +164,8 @@ def instantiation_error_line(error: BaseException) -> str:
 def check_run_values(config) -> None:
     """Trainer and run values that Lightning accepts but that cannot train (one ``DistillError`` line each)."""
     epochs = config.get("trainer.max_epochs")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or (epochs < 1 and epochs != -1)):
+    counted = isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1
+    if not (epochs is None or epochs == -1 or counted):
         raise DistillError(
             f"trainer.max_epochs: got {epochs!r}, expected a number of epochs >= 1 (or -1: no limit); "
             "to evaluate a checkpoint without training use `distill test --ckpt_path ...`"

@@ -44,7 +44,7 @@ from distill.divergences import KL, Divergence
 from distill.errors import DistillError
 from distill.methods import DistillationMethod, StepLoss
 from distill.models import check_model_fits, create
-from distill.nonfinite import NonFiniteWatch, agree_across_ranks
+from distill.nonfinite import NonFiniteWatch, agree_across_ranks, sample_list
 from distill.optim import buffers_unchanged, in_second_pass
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, Temperatures, logit_std
 from distill.run_folder import newest_checkpoint
@@ -186,8 +186,8 @@ class DistillationModule(L.LightningModule):
             declared = getattr(data, name, None)
             if declared is not None and (list(declared) if name == "input_shape" else int(declared)) != mine:
                 raise DistillError(
-                    f"model.{name}: the models were built for {mine} but the data ({type(data).__name__}) gives {declared}; "
-                    f"build the module with {name}={declared} (the distill command links it from the data)"
+                    f"model.{name}: the models were built for {mine} but the data ({type(data).__name__}) gives "
+                    f"{declared}; build the module with {name}={declared} (the distill command links it from the data)"
                 )
 
     # -- the teacher-logit cache -----------------------------------------------------------------
@@ -208,11 +208,10 @@ class DistillationModule(L.LightningModule):
         self.cached_teacher_logits = self.compute_teacher_logits(data.train_inputs())
         bad_rows = ~torch.isfinite(self.cached_teacher_logits).all(dim=-1)
         if bad_rows.any():  # one host sync, once per fit
-            samples = bad_rows.nonzero().flatten().tolist()
-            shown = ", ".join(str(index) for index in samples[:10]) + (f" and {len(samples) - 10} more" if len(samples) > 10 else "")
+            samples = sample_list(bad_rows.nonzero().flatten().tolist())
             raise DistillError(
-                f"model.teacher: the teacher gives non-finite logits for training samples [{shown}] (found when its logits "
-                "were cached, before training); check the teacher checkpoint and those inputs"
+                f"model.teacher: the teacher gives non-finite logits for training samples [{samples}] (found when its "
+                "logits were cached, before training); check the teacher checkpoint and those inputs"
             )
 
     @torch.no_grad()
@@ -394,9 +393,7 @@ class DistillationModule(L.LightningModule):
         and on the step reported, so all of them stop together.
         """
         trainer = self._trainer
-        distributed = (
-            trainer is not None and trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
-        )
+        distributed = trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized()
         bad = self.nonfinite.any_bad(self.device)
         if distributed:
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)

@@ -19,6 +19,12 @@ import torch
 SHOWN_SAMPLES = 10
 
 
+def sample_list(samples: list[int]) -> str:
+    """``"3, 17, 40"``, the first ``SHOWN_SAMPLES`` of them and how many more."""
+    shown = ", ".join(str(index) for index in samples[:SHOWN_SAMPLES])
+    return shown + (f" and {len(samples) - SHOWN_SAMPLES} more" if len(samples) > SHOWN_SAMPLES else "")
+
+
 @dataclass(frozen=True)
 class NonFinite:
     """The first offending step: ``what`` is ``"loss"`` or ``"teacher logits"``; ``samples`` are training-split
@@ -30,8 +36,6 @@ class NonFinite:
     samples: list[int]
 
     def message(self, newest_checkpoint: str | None = None) -> str:
-        shown = ", ".join(str(index) for index in self.samples[:SHOWN_SAMPLES])
-        more = f" and {len(self.samples) - SHOWN_SAMPLES} more" if len(self.samples) > SHOWN_SAMPLES else ""
         kept = (
             f"the newest checkpoint, {newest_checkpoint}, was written before it and is intact"
             if newest_checkpoint
@@ -43,8 +47,8 @@ class NonFinite:
             else "lower the learning rate or the loss weights, or check those inputs"
         )
         return (
-            f"non-finite {self.what} at training step {self.step} (epoch {self.epoch}), training samples [{shown}{more}]; "
-            f"{kept}; {fix}"
+            f"non-finite {self.what} at training step {self.step} (epoch {self.epoch}), training samples "
+            f"[{sample_list(self.samples)}]; {kept}; {fix}"
         )
 
 
@@ -71,7 +75,8 @@ class NonFiniteWatch:
         terms that are not per sample: a non-finite one counts for every sample of the batch). No kernel runs here."""
         tensors = {"index": index, "ce": ce, "kd": kd, "ce_weight": ce_weight, "kd_weight": kd_weight, "sigma": sigma,
                    "loss": loss}  # fmt: skip
-        self._steps.append((step, epoch, {name: None if value is None else value.detach() for name, value in tensors.items()}))
+        kept = {name: None if value is None else value.detach() for name, value in tensors.items()}
+        self._steps.append((step, epoch, kept))
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -92,7 +97,7 @@ class NonFiniteWatch:
                 losses.append(tensors["ce_weight"] * ce + tensors["kd_weight"] * tensors["kd"])
                 teachers.append(~torch.isfinite(tensors["sigma"]))
             step_loss = tensors["loss"]
-            step_losses.append(step_loss.reshape(1).float() if step_loss is not None else torch.zeros(1, device=ce.device))
+            step_losses.append(step_loss.reshape(1).float() if step_loss is not None else ce.new_zeros(1))
         return ~torch.isfinite(torch.cat(losses)), torch.cat(teachers), ~torch.isfinite(torch.cat(step_losses))
 
     def any_bad(self, device: torch.device) -> torch.Tensor:
@@ -131,10 +136,8 @@ def agree_across_ranks(local: NonFinite | None, device: torch.device) -> NonFini
     step = torch.tensor(local.step if local is not None else none, device=device)
     dist.all_reduce(step, op=dist.ReduceOp.MIN)
     mine = local if local is not None and local.step == int(step) else None
-    facts = torch.tensor(
-        [mine.epoch if mine else -1, int(mine is not None and mine.what == "teacher logits"), len(mine.samples) if mine else 0],
-        device=device,
-    )
+    epoch, teacher, count = (mine.epoch, int(mine.what == "teacher logits"), len(mine.samples)) if mine else (-1, 0, 0)
+    facts = torch.tensor([epoch, teacher, count], device=device)
     dist.all_reduce(facts, op=dist.ReduceOp.MAX)
     epoch, teacher, longest = (int(value) for value in facts.tolist())
     padded = torch.full((max(longest, 1),), -1, dtype=torch.int64, device=device)

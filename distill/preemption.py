@@ -115,7 +115,7 @@ class Preemption(L.Callback):
             received = int(flag.item())
         return received
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         signum = self.agreed_signal(trainer, pl_module.device)
         if not signum:
             return

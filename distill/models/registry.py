@@ -70,6 +70,6 @@ def check_model_fits(model: nn.Module, num_classes: int, input_shape: Sequence[i
         model.train(was_training)
     if tuple(logits.shape) != (2, num_classes):
         raise DistillError(
-            f"{field}: gives logits of shape {tuple(logits.shape[1:])} per image but the data has {num_classes} classes; "
-            "build it with num_classes from the data"
+            f"{field}: gives logits of shape {tuple(logits.shape[1:])} per image but the data has {num_classes} "
+            "classes; build it with num_classes from the data"
         )
