@@ -104,8 +104,8 @@ class DistillCLI(LightningCLI):
         """Right after parsing, before Lightning reads a ``ckpt_path``'s hyperparameters into the config: check the
         trainer values, name the run, put its output under ``default_root_dir``, resolve ``--ckpt_path=last``, make a
         resumed run continue in its own folder (``distill.run_folder``), and check the checkpoint: readable plain
-        weights, written with this config's model (Lightning would silently replace the config's model settings by
-        the checkpoint's)."""
+        weights, and for ``fit`` written with this config's model (Lightning would silently replace the config's
+        model settings by the checkpoint's)."""
         check_run_values(config)
         logger = config.get("trainer.logger")
         init_args = getattr(logger, "init_args", None)
@@ -116,7 +116,9 @@ class DistillCLI(LightningCLI):
             print(notice, file=sys.stderr, flush=True)
         checkpoint = config.get("ckpt_path")
         if checkpoint and checkpoint not in LIGHTNING_CHECKPOINT_NAMES:
-            check_hyperparameters(read_checkpoint(checkpoint), config.get("model"), checkpoint)
+            stored = read_checkpoint(checkpoint)
+            if subcommand == "fit":  # validate/test evaluate the checkpoint's own model, as Lightning builds it
+                check_hyperparameters(stored, config.get("model"), checkpoint)
 
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a constructor's refusal (``DistillError``, ``ValueError``, Lightning's
@@ -195,7 +197,8 @@ class DistillCLI(LightningCLI):
         # after the checkpoint, trained again now), so the curves continue without a doubled stretch.
         logger = self.trainer.logger
         if getattr(self, "resume_step", None) and isinstance(logger, TensorBoardLogger) and logger._experiment is None:
-            logger._kwargs.setdefault("purge_step", self.resume_step)
+            if logger._kwargs.get("purge_step") is None:  # SummaryWriter's purge_step, before the writer exists
+                logger._kwargs["purge_step"] = self.resume_step
 
     def after_fit(self) -> None:
         trainer = self.trainer

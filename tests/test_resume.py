@@ -1,0 +1,78 @@
+"""Resuming: ``--ckpt_path=last`` finds the newest checkpoint of the run's name, a resumed run continues in the run
+folder its checkpoint came from (same version, its TensorBoard curves continued without a doubled stretch), and
+everything a run writes goes under ``trainer.default_root_dir``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+from distill.run_folder import newest_checkpoint, run_folder_of
+from tests.conftest import DEFAULT_CONFIG, SHORT_RUN, config_args
+
+
+def fake_run(folder: Path, checkpoints: dict[str, int]) -> Path:
+    """A run folder with real (tiny) checkpoint files: ``{file name: global_step}``."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text("{}\n")
+    for name, step in checkpoints.items():
+        torch.save({"global_step": step, "state_dict": {"w": torch.zeros(2)}}, folder / "checkpoints" / name)
+    return folder
+
+
+def test_newest_checkpoint_by_step_then_time_skipping_partial_files(tmp_path):
+    early = fake_run(tmp_path / "a", {"last.ckpt": 40, "best-epoch001.ckpt": 40})
+    late = fake_run(tmp_path / "b", {"latest-step0000050.ckpt": 50, "last.ckpt": 48})
+    os.utime(early / "checkpoints" / "last.ckpt", (2e9, 2e9))  # touched last, but fewer steps
+    assert newest_checkpoint([early, late]) == late / "checkpoints" / "latest-step0000050.ckpt"
+    # A save killed half-way: its temporary file, and a truncated .ckpt, are never taken.
+    whole = (late / "checkpoints" / "latest-step0000050.ckpt").read_bytes()
+    (late / "checkpoints" / ".last.ckpt.x1y2.tmp").write_bytes(whole)
+    (late / "checkpoints" / "latest-step0000060.ckpt").write_bytes(whole[: len(whole) // 2])
+    assert newest_checkpoint([early, late]) == late / "checkpoints" / "latest-step0000050.ckpt"
+    # Equal steps: the newer file (last.ckpt written right after the checkpoint it copies).
+    os.utime(early / "checkpoints" / "best-epoch001.ckpt", (1e9, 1e9))
+    assert newest_checkpoint([early]) == early / "checkpoints" / "last.ckpt"
+    assert newest_checkpoint([tmp_path / "nothing"]) is None
+    assert run_folder_of(early / "checkpoints" / "last.ckpt") == early.resolve()
+    shutil.copy(early / "checkpoints" / "last.ckpt", tmp_path / "loose.ckpt")
+    assert run_folder_of(tmp_path / "loose.ckpt") is None
+
+
+def scalar_steps(run: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run), size_guidance={SCALARS: 0})
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def test_resumed_runs_continue_in_their_folder_under_the_output_root(tmp_path, capsys):
+    from distill.cli import cli_main
+
+    root = tmp_path / "scratch"
+    os.chdir(tmp_path)  # nothing may land in the working directory
+
+    def fit(*args: str):
+        budget = ("--trainer.limit_train_batches=2", "--test_after_fit=false", "--per_sample_statistics=null")
+        return cli_main(["fit", *config_args(DEFAULT_CONFIG), *SHORT_RUN, *budget, f"--trainer.default_root_dir={root}", *args])
+
+    first = fit("--trainer.max_epochs=1", "--ckpt_path=last")  # nothing to resume yet: a new run, and a notice
+    run = Path(first.trainer.log_dir)
+    assert "--ckpt_path=last: no checkpoint in" in capsys.readouterr().err and "starting a new run" not in str(run)
+    assert run.parent.parent.parent.parent == root / "runs" and run.parent.name == "tals"
+    kept = run / "checkpoints" / "after-epoch0.ckpt"
+    shutil.copy(run / "checkpoints" / "last.ckpt", kept)
+    second = fit("--trainer.max_epochs=2", "--ckpt_path=last")  # continues: steps 2, 3
+    assert Path(second.trainer.log_dir) == run and second.trainer.global_step == 4
+    third = fit("--trainer.max_epochs=2", f"--ckpt_path={kept}")  # from step 2 again: steps 2, 3 once more
+    assert Path(third.trainer.log_dir) == run
+    assert sorted(path.name for path in run.glob("config*.yaml")) == [
+        "config.previous-1.yaml", "config.previous-2.yaml", "config.yaml"
+    ]  # fmt: skip
+    # TensorBoard shows each step once: the third run's events replace the second's from its first step on.
+    losses = scalar_steps(run, "train/loss")
+    assert [step for step, _ in losses] == [0, 1, 2, 3]
+    assert list(tmp_path.iterdir()) == [root]  # everything under the output root
