@@ -89,15 +89,49 @@ class PerSampleStatistics(L.Callback):
         self._active = False  # True once a batch returned per-sample values (not a CE-only run)
         self._dtype = torch.float32
         self._run_dir: str | None = None
+        self._fit: tuple[L.Trainer, L.LightningModule] | None = None  # for state_dict, which gets neither
+        self._restored: tuple[int, torch.Tensor] | None = None  # (epoch, rows) from a checkpoint
+        self._earlier_rows: torch.Tensor | None = None  # this epoch's rows from before a resume (rank 0)
 
     # -- collection (every step: a reference to the step's tensors, nothing else) ------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # trainer.log_dir broadcasts from rank 0: every rank must ask, so ask here, not when writing.
         self._run_dir = trainer.log_dir
         self._dtype = torch.float64 if _dataset_size(trainer) > FLOAT32_EXACT_INTEGERS else torch.float32
+        self._fit = (trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
+        if self._restored is not None:  # resumed in the middle of this epoch: its rows so far, kept on rank 0
+            epoch, rows = self._restored
+            self._restored = None
+            if epoch == trainer.current_epoch:
+                self._active = True  # on every rank: state_dict and the epoch end gather on all of them alike
+                if trainer.is_global_zero:
+                    self._earlier_rows = rows.to(device=pl_module.device, dtype=self._dtype)
+
+    # -- resuming in the middle of an epoch ---------------------------------------------------------
+    def state_dict(self) -> dict:
+        """This epoch's rows so far, from every rank, so that a run resumed from a mid-epoch checkpoint still writes
+        a complete record file for the epoch. Collective under DDP (every rank dumps a checkpoint's state)."""
+        if self._fit is None or not self._active:
+            return {}
+        trainer, pl_module = self._fit
+        table = gather_rows(trainer, pl_module, self._epoch_rows(pl_module.device))
+        return {"epoch": trainer.current_epoch, "rows": torch.from_numpy(np.ascontiguousarray(table))}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "rows" in state_dict:
+            self._restored = (int(state_dict["epoch"]), state_dict["rows"])
+
+    def _epoch_rows(self, device: torch.device) -> torch.Tensor:
+        """``[N, K]``: the rows restored from before a resume, then the ones collected since."""
+        parts = [self._earlier_rows] if self._earlier_rows is not None else []
+        if self._batches:
+            parts.append(stack_rows(self._batches, self._dtype))
+        if not parts:  # a rank without batches still joins the gathers
+            return torch.empty(0, len(BUFFER_COLUMNS), dtype=self._dtype, device=device)
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self._batch_step = trainer.global_step
@@ -127,11 +161,7 @@ class PerSampleStatistics(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active:
             return
-        if self._batches:
-            rows = stack_rows(self._batches, self._dtype)
-        else:  # a rank without batches still joins the gathers
-            rows = torch.empty(0, len(BUFFER_COLUMNS), dtype=self._dtype, device=pl_module.device)
-        table = gather_rows(trainer, pl_module, rows)
+        table = gather_rows(trainer, pl_module, self._epoch_rows(pl_module.device))
         self._reset()
         if not trainer.is_global_zero:
             return
@@ -147,6 +177,7 @@ class PerSampleStatistics(L.Callback):
     def _reset(self) -> None:
         self._batches = []
         self._window_start = 0
+        self._earlier_rows = None
 
     def _log(self, trainer: L.Trainer, group: str, table: np.ndarray, step: int) -> None:
         """Histograms and mean scalars of the ``[N, K]`` rows under ``group`` (global rank 0 only)."""

@@ -15,8 +15,10 @@ import signal
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from callbacks import read_records
 
 from distill.preemption import requeue_command, slurm_job_id
 from tests.conftest import DEFAULT_CONFIG, REPO, SHORT_RUN, config_args, run_cli
@@ -70,6 +72,11 @@ def test_sigterm_saves_last_checkpoint_exits_cleanly_and_the_run_continues_exact
     resumed = run_cli(tmp_path, *EPOCHS, "--ckpt_path=last")
     assert Path(resumed.trainer.log_dir) == run and (run / "config.previous-1.yaml").is_file()
     same_training_state(last, straight_run)
+    # The per-sample records of the interrupted epoch are whole: its rows from before the signal were in the checkpoint.
+    records, straight_records = read_records(run), read_records(straight_run.parent.parent)
+    assert records.keys() == straight_records.keys()
+    for column, values in straight_records.items():
+        np.testing.assert_array_equal(records[column], values, err_msg=column)
 
 
 def test_requeue_command_names_the_job_or_array_task():
