@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from callbacks import read_records
 
+from callbacks import read_records
 from distill.preemption import requeue_command, slurm_job_id
 from tests.conftest import DEFAULT_CONFIG, REPO, SHORT_RUN, config_args, run_cli
 from tests.interrupted_runs import fit_arguments, marker_callback, progress, reached_step, start_fit, wait_until
