@@ -99,16 +99,18 @@ class PerSampleStatistics(L.Callback):
         self._run_dir = trainer.log_dir
         self._dtype = torch.float64 if _dataset_size(trainer) > FLOAT32_EXACT_INTEGERS else torch.float32
         self._fit = (trainer, pl_module)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._reset()
-        if self._restored is not None:  # resumed in the middle of this epoch: its rows so far, kept on rank 0
+        # Resumed in the middle of an epoch (Lightning then skips that epoch's on_train_epoch_start): the epoch's
+        # rows from before, kept on global rank 0.
+        if self._restored is not None:
             epoch, rows = self._restored
             self._restored = None
-            if epoch == trainer.current_epoch:
+            if epoch == trainer.current_epoch and len(rows):
                 self._active = True  # on every rank: state_dict and the epoch end gather on all of them alike
                 if trainer.is_global_zero:
                     self._earlier_rows = rows.to(device=pl_module.device, dtype=self._dtype)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
 
     # -- resuming in the middle of an epoch ---------------------------------------------------------
     def state_dict(self) -> dict:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from tests.conftest import REPO, SHORT_RUN, config_args
 
@@ -81,3 +82,20 @@ def marker_callback(marker: Path, seconds: float) -> str:
     """The ``--trainer.callbacks+=`` argument that adds a ``ProgressMarker``."""
     spec = {"class_path": "tests.interrupted_runs.ProgressMarker", "init_args": {"path": str(marker), "seconds": seconds}}
     return f"--trainer.callbacks+={json.dumps(spec)}"
+
+
+def same_training_state(resumed: Path, straight: Path) -> None:
+    """Two checkpoints hold the same student and policy weights (CTKD's theta), optimizer state, LR schedule and
+    loop position, bit for bit."""
+    first, second = (torch.load(path, map_location="cpu", weights_only=True) for path in (resumed, straight))
+    assert (first["epoch"], first["global_step"]) == (second["epoch"], second["global_step"])
+    assert first["state_dict"].keys() == second["state_dict"].keys()
+    for name, value in second["state_dict"].items():
+        assert torch.equal(first["state_dict"][name], value), name
+    for one, other in zip(first["optimizer_states"], second["optimizer_states"], strict=True):
+        assert one["param_groups"] == other["param_groups"]
+        assert one["state"].keys() == other["state"].keys()
+        for key, state in other["state"].items():
+            for name, value in state.items():
+                assert torch.equal(one["state"][key][name], value), (key, name)
+    assert first["lr_schedulers"] == second["lr_schedulers"]

@@ -8,6 +8,7 @@ would count a sample twice and one that dropped the remainder would miss one.
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 
 import lightning as L
@@ -52,10 +53,11 @@ def test_accuracy_under_ddp_equals_one_process_exactly(tmp_path):
 
     results = {}
     for devices in (1, WORLD):
+        evaluated = copy.deepcopy(module)  # the same weights, fresh metric states for each trainer
         evaluator = trainer(tmp_path, devices)
-        evaluator.validate(module, DigitsDataModule(**ODD_SPLITS), verbose=False)
+        evaluator.validate(evaluated, DigitsDataModule(**ODD_SPLITS), verbose=False)
         values = {name: float(evaluator.callback_metrics[name]) for name in ACCURACIES}
-        evaluator.test(module, DigitsDataModule(**ODD_SPLITS), verbose=False)
+        evaluator.test(evaluated, DigitsDataModule(**ODD_SPLITS), verbose=False)
         values |= {name: float(evaluator.callback_metrics[name]) for name in TEST_ACCURACIES}
         results[devices] = values
     assert results[WORLD] == results[1]

@@ -22,26 +22,13 @@ import torch
 from callbacks import read_records
 from distill.preemption import requeue_command, slurm_job_id
 from tests.conftest import DEFAULT_CONFIG, REPO, SHORT_RUN, config_args, run_cli
-from tests.interrupted_runs import fit_arguments, marker_callback, progress, reached_step, start_fit, wait_until
+from tests.interrupted_runs import (
+    fit_arguments, marker_callback, progress, reached_step, same_training_state, start_fit, wait_until,
+)  # fmt: skip
 
 # 3 epochs of 4 batches (SHORT_RUN), the default TALS experiment; interrupted in the middle of epoch 1.
 EPOCHS = ["--trainer.max_epochs=3", "--test_after_fit=false"]
 STOP_AFTER_STEP = 5
-
-
-def same_training_state(resumed: Path, straight: Path) -> None:
-    """Two last.ckpt files hold the same student and policy weights, optimizer state, LR schedule and position."""
-    first, second = (torch.load(path, map_location="cpu", weights_only=True) for path in (resumed, straight))
-    assert (first["epoch"], first["global_step"]) == (second["epoch"], second["global_step"])
-    assert first["state_dict"].keys() == second["state_dict"].keys()
-    for name, value in second["state_dict"].items():
-        assert torch.equal(first["state_dict"][name], value), name
-    for one, other in zip(first["optimizer_states"], second["optimizer_states"], strict=True):
-        assert one["param_groups"] == other["param_groups"]
-        for key, state in other["state"].items():
-            for name, value in state.items():
-                assert torch.equal(one["state"][key][name], value), (key, name)
-    assert first["lr_schedulers"] == second["lr_schedulers"]
 
 
 @pytest.fixture(scope="module")
