@@ -56,13 +56,13 @@ def choices_for(key: str) -> tuple[str, list[str]] | None:
 
 
 def config_file_arguments(argv: Iterable[str]) -> list[str]:
-    """The values of every ``--config X`` / ``--config=X`` in ``argv``."""
+    """The values of every ``--config X`` / ``--config=X`` (or ``-c``) in ``argv``."""
     argv = list(argv)
     files = []
     for position, argument in enumerate(argv):
-        if argument.startswith("--config="):
+        if argument.startswith(("--config=", "-c=")):
             files.append(argument.split("=", 1)[1])
-        elif argument == "--config" and position + 1 < len(argv):
+        elif argument in ("--config", "-c") and position + 1 < len(argv):
             files.append(argv[position + 1])
     return files
 

@@ -57,7 +57,8 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen, timeout
     while not condition():
         if process.poll() is not None:
             out, err = process.communicate()
-            raise AssertionError(f"the run ended (status {process.returncode}) before the test could interrupt it:\n{err[-3000:]}")
+            status = process.returncode
+            raise AssertionError(f"the run ended (status {status}) before the test could interrupt it:\n{err[-3000:]}")
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError("timed out waiting for the run to reach the point to interrupt")
@@ -80,7 +81,7 @@ def reached_step(marker: Path, step: int) -> Callable[[], bool]:
 
 def marker_callback(marker: Path, seconds: float) -> str:
     """The ``--trainer.callbacks+=`` argument that adds a ``ProgressMarker``."""
-    spec = {"class_path": "tests.interrupted_runs.ProgressMarker", "init_args": {"path": str(marker), "seconds": seconds}}
+    spec = {"class_path": f"{__name__}.ProgressMarker", "init_args": {"path": str(marker), "seconds": seconds}}
     return f"--trainer.callbacks+={json.dumps(spec)}"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 
 from distill.cli import main
 from distill.data import DigitsDataModule
@@ -25,7 +26,8 @@ from teachers import save_teacher_checkpoint
 from tests.conftest import DEFAULT_CONFIG, REPO, SHORT_RUN, config_args, experiment, run_cli
 
 DISTILL = Path(sys.executable).with_name("distill")
-POLICIES = "CurriculumTemperature, FixedTemperature, GridTemperature, MaxLogitTemperature, SigmaAnchoredTemperature, TransformedTeacherTemperature"
+POLICIES = ("CurriculumTemperature, FixedTemperature, GridTemperature, MaxLogitTemperature, SigmaAnchoredTemperature, "
+            "TransformedTeacherTemperature")
 
 
 class NotPlainWeights:
@@ -33,6 +35,11 @@ class NotPlainWeights:
 
     def __init__(self):
         self.payload = [1, 2, 3]
+
+
+def config_pairs(layers: list[Path]) -> list[str]:
+    """``--config <layer>`` for each layer, as two arguments (distill-sweep's argparse form)."""
+    return [argument for layer in layers for argument in ("--config", str(layer))]
 
 
 def distill_error(capfd, monkeypatch, tmp_path: Path, *arguments: str, config: list[Path] = DEFAULT_CONFIG) -> str:
@@ -61,15 +68,19 @@ VALUE_CASES = [
      ["model.temperature_policy.init_args.T", "got 0.0", "> 0"]),
     ("negative KD weight", ["--model.temperature_policy=FixedTemperature", "--model.temperature_policy.kd_weight=-0.5"],
      ["model.temperature_policy.init_args.kd_weight", "got -0.5", "expected a loss weight >= 0"]),
-    ("CE weight not a number", ["--model.temperature_policy=MaxLogitTemperature", "--model.temperature_policy.ce_weight=x"],
+    ("CE weight not a number",
+     ["--model.temperature_policy=MaxLogitTemperature", "--model.temperature_policy.ce_weight=x"],
      ["model.temperature_policy.ce_weight", "got 'x'", "expected float"]),
     ("TTM temperature", ["--model.temperature_policy=TransformedTeacherTemperature", "--model.temperature_policy.T=0"],
      ["model.temperature_policy.init_args.T", "got 0.0"]),
-    ("CTKD ramp epochs", ["--model.temperature_policy=CurriculumTemperature", "--model.temperature_policy.ramp_epochs=-2"],
+    ("CTKD ramp epochs",
+     ["--model.temperature_policy=CurriculumTemperature", "--model.temperature_policy.ramp_epochs=-2"],
      ["model.temperature_policy.init_args.ramp_epochs", "got -2", "a number of epochs >= 0"]),
-    ("CTKD lowest temperature", ["--model.temperature_policy=CurriculumTemperature", "--model.temperature_policy.t_min=0"],
+    ("CTKD lowest temperature",
+     ["--model.temperature_policy=CurriculumTemperature", "--model.temperature_policy.t_min=0"],
      ["model.temperature_policy.init_args.t_min", "got 0.0", "> 0"]),
-    ("max-logit source", ["--model.temperature_policy=MaxLogitTemperature", "--model.temperature_policy.source=student"],
+    ("max-logit source",
+     ["--model.temperature_policy=MaxLogitTemperature", "--model.temperature_policy.source=student"],
      ["model.temperature_policy.source: got 'student', expected one of 'both', 'teacher'"]),
     ("DKD warm-up", ["--model.divergence=DKD", "--model.divergence.warmup=-1"],
      ["model.divergence.init_args.warmup", "got -1", ">= 0"]),
@@ -88,14 +99,16 @@ VALUE_CASES = [
     ("a divergence as policy", ["--model.temperature_policy=KL"], ["unknown policy 'KL'", POLICIES]),
     ("unknown divergence", ["--model.divergence=Nope"], ["model.divergence: unknown divergence 'Nope'", "DKD, KL"]),
     ("unknown data module", ["--data=NoData"], ["data: unknown data module 'NoData'", "DigitsDataModule"]),
-    ("unknown model", ["--model.student=resnet9000"], ["model.student", "unknown model 'resnet9000'", "mlp_small", "resnet8x4"]),
+    ("unknown model", ["--model.student=resnet9000"],
+     ["model.student", "unknown model 'resnet9000'", "mlp_small", "resnet8x4"]),
     ("unknown teacher", ["--model.teacher=nope"], ["model.teacher", "unknown teacher 'nope'", "digits_cnn"]),
     ("student for other images", ["--model.student=imagenet_resnet18"],
      ["model.student", "take 3-channel images, got (1, 8, 8)"]),
 ]
 
 
-@pytest.mark.parametrize("arguments, fragments", [case[1:] for case in VALUE_CASES], ids=[case[0] for case in VALUE_CASES])
+@pytest.mark.parametrize("arguments, fragments", [case[1:] for case in VALUE_CASES],
+                         ids=[case[0] for case in VALUE_CASES])
 def test_bad_value(capfd, monkeypatch, tmp_path, arguments, fragments):
     message = distill_error(capfd, monkeypatch, tmp_path, *arguments)
     for fragment in fragments:
@@ -120,9 +133,10 @@ def test_empty_grid(capfd, monkeypatch, tmp_path):
     from distill import sweep
 
     layer = tmp_path / "empty_grid.yaml"
-    layer.write_text("model:\n  temperature_policy:\n    class_path: distill.policies.GridTemperature\n    init_args:\n      values: []\n")
+    grid = {"class_path": "distill.policies.GridTemperature", "init_args": {"values": []}}
+    layer.write_text(yaml.safe_dump({"model": {"temperature_policy": grid}}))
     with pytest.raises(SystemExit) as exit_info:
-        sweep.main(["--sweep_dir", str(tmp_path), "--dry_run", *(a for path in (*DEFAULT_CONFIG, layer) for a in ("--config", str(path)))])
+        sweep.main(["--sweep_dir", str(tmp_path), "--dry_run", *config_pairs([*DEFAULT_CONFIG, layer])])
     err = capfd.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert "model.temperature_policy.init_args.values: got [], expected a non-empty list of temperatures > 0" in err
@@ -145,7 +159,8 @@ def test_teacher_for_other_classes_or_images(capfd, monkeypatch, tmp_path):
 
 def test_teacher_file_missing_truncated_or_not_plain_weights(capfd, monkeypatch, tmp_path):
     missing = tmp_path / "missing.pt"
-    assert f"teacher checkpoint {missing} not found" in distill_error(capfd, monkeypatch, tmp_path, f"--model.teacher={missing}")
+    message = distill_error(capfd, monkeypatch, tmp_path, f"--model.teacher={missing}")
+    assert f"teacher checkpoint {missing} not found" in message
     whole = write_teacher(tmp_path / "whole.pt").read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(whole[: len(whole) // 2])
@@ -154,7 +169,8 @@ def test_teacher_file_missing_truncated_or_not_plain_weights(capfd, monkeypatch,
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": "distill-teacher/1", "state_dict": {}, "extra": NotPlainWeights()}, pickled)
     message = distill_error(capfd, monkeypatch, tmp_path, f"--model.teacher={pickled}")
-    assert f"teacher checkpoint {pickled} is corrupt or not a teacher file (refuses tests.test_bad_input.NotPlainWeights)" in message
+    refused = f"{NotPlainWeights.__module__}.NotPlainWeights"
+    assert f"teacher checkpoint {pickled} is corrupt or not a teacher file (refuses {refused})" in message
 
 
 def test_teacher_weights_of_another_architecture(capfd, monkeypatch, tmp_path):
@@ -190,7 +206,7 @@ def test_resume_checkpoint_missing_truncated_or_not_plain_weights(capfd, monkeyp
     torch.save({**checkpoint, "extra": NotPlainWeights()}, pickled)
     message = distill_error(capfd, monkeypatch, tmp_path, f"--ckpt_path={pickled}")
     assert message.startswith(f"ckpt_path: {pickled} is not a plain-weights checkpoint")
-    assert "refuses tests.test_bad_input.NotPlainWeights" in message and "never runs pickled code" in message
+    assert f"refuses {NotPlainWeights.__module__}.NotPlainWeights" in message and "never runs pickled code" in message
     teacher = write_teacher(tmp_path / "teacher.pt")
     message = distill_error(capfd, monkeypatch, tmp_path, f"--ckpt_path={teacher}")
     assert message.startswith(f"ckpt_path: {teacher} is not a Lightning training checkpoint")
@@ -199,8 +215,8 @@ def test_resume_checkpoint_missing_truncated_or_not_plain_weights(capfd, monkeyp
 def test_resume_checkpoint_of_another_student_or_policy(capfd, monkeypatch, tmp_path, tals_checkpoint):
     # Lightning would replace the config's model settings by the checkpoint's silently: they must agree.
     message = distill_error(capfd, monkeypatch, tmp_path, f"--ckpt_path={tals_checkpoint}", "--model.student=mlp_large")
-    assert message.startswith(f"ckpt_path: {tals_checkpoint} was written with model.student='mlp_small', but this config "
-                              "gives 'mlp_large'")  # fmt: skip
+    written = "was written with model.student='mlp_small', but this config gives 'mlp_large'"
+    assert message.startswith(f"ckpt_path: {tals_checkpoint} {written}")
     message = distill_error(capfd, monkeypatch, tmp_path, f"--ckpt_path={tals_checkpoint}", config=experiment("kd"))
     assert "was written with model.temperature_policy.class_path='distill.policies.SigmaAnchoredTemperature'" in message
     # A checkpoint without its settings (a module built in Python) is checked by its weights' names and shapes.
@@ -231,13 +247,14 @@ def test_values_that_are_not_finite_numbers():
     from distill.policies import FixedTemperature
 
     for value in (float("nan"), float("inf"), True):
-        with pytest.raises(DistillError, match=r"model.temperature_policy.init_args.ce_weight: got .*, expected a loss weight"):
+        with pytest.raises(DistillError, match=r"policy.init_args.ce_weight: got .*, expected a loss weight"):
             FixedTemperature(ce_weight=value)
 
 
 # ----------------------------------------------------------------------------------------- from Python
 def test_module_and_data_disagreeing_on_classes_or_image_shape(tmp_path):
-    for module in (DistillationModule(teacher=None, num_classes=3), DistillationModule(teacher=None, input_shape=(1, 4, 16))):
+    for settings in ({"num_classes": 3}, {"input_shape": (1, 4, 16)}):
+        module = DistillationModule(teacher=None, **settings)
         trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
         with pytest.raises(DistillError, match=r"model\.(num_classes|input_shape): the models were built for"):
@@ -247,7 +264,8 @@ def test_module_and_data_disagreeing_on_classes_or_image_shape(tmp_path):
 def test_the_installed_command_prints_one_line(tmp_path):
     result = subprocess.run(
         [str(DISTILL), "fit", *config_args(DEFAULT_CONFIG), "--model.temperature_policy=NoSuchTemperature"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.splitlines() == [

@@ -47,8 +47,10 @@ class PoisonedDigits(L.LightningDataModule):
         return DataLoader(self.train, batch_size=64, shuffle=False)
 
 
-def fit(tmp_path: Path, module: DistillationModule, data: L.LightningDataModule, every_n_steps: int | None, log_every: int):
-    """Train until the error; a step checkpoint every ``every_n_steps`` steps (all kept) into ``<tmp>/run/checkpoints``."""
+def fit(tmp_path: Path, module: DistillationModule, data: L.LightningDataModule, every_n_steps: int | None,
+        log_every: int) -> str:  # fmt: skip
+    """Train until the error (its message); a step checkpoint every ``every_n_steps`` steps (all kept) into
+    ``<tmp>/run/checkpoints``."""
     callbacks = [] if every_n_steps is None else [
         ModelCheckpoint(dirpath=tmp_path / "run" / "checkpoints", every_n_train_steps=every_n_steps, save_top_k=-1,
                         filename="{step}")  # fmt: skip
@@ -89,8 +91,8 @@ def test_stops_at_the_logging_interval_without_checkpoints(tmp_path):
     module = DistillationModule(teacher=None)
     message = fit(tmp_path, module, PoisonedDigits(), every_n_steps=None, log_every=4)
     # Checked after steps 3 and 7: the second check finds step 5.
-    assert message.startswith(f"non-finite loss at training step {POISONED_STEP} (epoch 0), training samples [{POISONED}]; "
-                              "no checkpoint was written after it")  # fmt: skip
+    expected = f"non-finite loss at training step {POISONED_STEP} (epoch 0), training samples [{POISONED}]"
+    assert message.startswith(f"{expected}; no checkpoint was written after it")
 
 
 def test_cached_teacher_logits_are_checked_before_training(tmp_path):

@@ -53,8 +53,8 @@ def test_sigterm_saves_last_checkpoint_exits_cleanly_and_the_run_continues_exact
     saved = torch.load(last, map_location="cpu", weights_only=True)
     stopped_at = saved["global_step"]
     assert STOP_AFTER_STEP <= stopped_at < 8, "not stopped in the middle of epoch 1"
-    line = f"distill: stopped by SIGTERM at epoch 1, step {stopped_at}: checkpoint saved to {last}; continue with --ckpt_path=last"
-    assert err.strip().splitlines()[-1] == line
+    line = f"distill: stopped by SIGTERM at epoch 1, step {stopped_at}: checkpoint saved to {last}; continue with "
+    assert err.strip().splitlines()[-1] == line + "--ckpt_path=last"
 
     resumed = run_cli(tmp_path, *EPOCHS, "--ckpt_path=last")
     assert Path(resumed.trainer.log_dir) == run and (run / "config.previous-1.yaml").is_file()
@@ -94,8 +94,8 @@ def test_slurm_time_limit_requeues_and_the_job_continues_in_its_run_folder(tmp_p
 
     def submit(restart: int, *extra: str) -> subprocess.Popen:
         return subprocess.Popen(
-            ["bash", str(REPO / "scripts" / "slurm_train.sbatch"), *arguments, *extra], cwd=tmp_path,
-            env={**environment, "SLURM_RESTART_COUNT": str(restart)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ["bash", str(REPO / "scripts" / "slurm_train.sbatch"), *arguments, *extra], cwd=tmp_path, text=True,
+            env={**environment, "SLURM_RESTART_COUNT": str(restart)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
 
     first = submit(0, marker_callback(marker, 0.2))

@@ -59,7 +59,8 @@ def test_resumed_runs_continue_in_their_folder_under_the_output_root(tmp_path, c
 
     def fit(*args: str):
         budget = ("--trainer.limit_train_batches=2", "--test_after_fit=false", "--per_sample_statistics=null")
-        return cli_main(["fit", *config_args(DEFAULT_CONFIG), *SHORT_RUN, *budget, f"--trainer.default_root_dir={root}", *args])
+        root_dir = f"--trainer.default_root_dir={root}"
+        return cli_main(["fit", *config_args(DEFAULT_CONFIG), *SHORT_RUN, *budget, root_dir, *args])
 
     first = fit("--trainer.max_epochs=1", "--ckpt_path=last")  # nothing to resume yet: a new run, and a notice
     run = Path(first.trainer.log_dir)
