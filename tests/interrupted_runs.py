@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
-from tests.conftest import REPO, SHORT_RUN, config_args
+from tests.conftest import REPO, SHORT_RUN, config_args, run_cli
 
 
 class ProgressMarker(L.Callback):
@@ -100,3 +101,15 @@ def same_training_state(resumed: Path, straight: Path) -> None:
             for name, value in state.items():
                 assert torch.equal(one["state"][key][name], value), (key, name)
     assert first["lr_schedulers"] == second["lr_schedulers"]
+
+
+# The run every interrupted run is compared with: the default experiment (TALS, teacher-logit cache), 3 epochs of
+# 4 steps (SHORT_RUN), no test; made once per session.
+STRAIGHT = ["--trainer.max_epochs=3", "--test_after_fit=false"]
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory) -> Path:
+    """last.ckpt of the run that never stopped (its folder also holds the per-sample records)."""
+    tmp_path = tmp_path_factory.mktemp("straight")
+    return Path(run_cli(tmp_path, *STRAIGHT).trainer.log_dir) / "checkpoints" / "last.ckpt"

@@ -2,13 +2,12 @@
 was given and what is expected (choices listed), exit status 2 and no traceback.
 
 Each case runs the ``distill`` entry point (``distill.cli.main``) in this process on a real command line, with
-real files written by the test in the real formats; ``test_the_installed_command_prints_one_line`` runs the
-installed script once as a subprocess.
+real files written by the test in the real formats (tests/test_cli.py runs the installed script on a missing
+teacher and checks that its whole stderr is the one line).
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,9 +22,8 @@ from distill.errors import DistillError
 from distill.models import create
 from distill.module import DistillationModule
 from teachers import save_teacher_checkpoint
-from tests.conftest import DEFAULT_CONFIG, REPO, SHORT_RUN, config_args, experiment, run_cli
+from tests.conftest import DEFAULT_CONFIG, SHORT_RUN, config_args, experiment, run_cli
 
-DISTILL = Path(sys.executable).with_name("distill")
 POLICIES = ("CurriculumTemperature, FixedTemperature, GridTemperature, MaxLogitTemperature, SigmaAnchoredTemperature, "
             "TransformedTeacherTemperature")
 
@@ -259,16 +257,3 @@ def test_module_and_data_disagreeing_on_classes_or_image_shape(tmp_path):
                             enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
         with pytest.raises(DistillError, match=r"model\.(num_classes|input_shape): the models were built for"):
             trainer.fit(module, DigitsDataModule())
-
-
-def test_the_installed_command_prints_one_line(tmp_path):
-    result = subprocess.run(
-        [str(DISTILL), "fit", *config_args(DEFAULT_CONFIG), "--model.temperature_policy=NoSuchTemperature"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        f"distill: error: model.temperature_policy: unknown policy 'NoSuchTemperature': choose one of {POLICIES} "
-        "(e.g. --model.temperature_policy=CurriculumTemperature), or give a full class path"
-    ]

@@ -1,5 +1,6 @@
 """Atomic checkpoints: a ``distill fit`` killed (SIGKILL) in the middle of writing a checkpoint leaves the previous
-newest checkpoint whole, the partial file is never taken for a checkpoint, and ``--ckpt_path=last`` resumes."""
+newest checkpoint whole, the partial file is never taken for a checkpoint, and ``--ckpt_path=last`` resumes from
+it to the same end as a run that never stopped."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from distill.checkpoint_io import AtomicCheckpointIO
 from distill.errors import DistillError
 from distill.run_folder import newest_checkpoint
 from tests.conftest import DEFAULT_CONFIG, run_cli
-from tests.interrupted_runs import fit_arguments, start_fit, wait_until
+from tests.interrupted_runs import (  # noqa: F401  (straight_run: a fixture)
+    STRAIGHT, fit_arguments, same_training_state, start_fit, straight_run, wait_until,
+)  # fmt: skip
 
 # In the child: every checkpoint save after the first SLOW_AFTER writes its bytes slowly (the real atomic writer,
 # with a pause between the chunks torch.save hands it) and says so in a marker file once it has started.
@@ -60,12 +63,11 @@ def test_round_trip_is_plain_weights(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_a_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path):
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path, straight_run):
     marker = tmp_path / "saving"
-    # 3 epochs of 4 steps, a step checkpoint every 2 steps: saves 1-2 at step 2 (latest-step, last.ckpt) are
-    # normal, save 3 (latest-step0000004.ckpt) is slow and killed in the middle.
-    arguments = fit_arguments(tmp_path, DEFAULT_CONFIG, "--trainer.max_epochs=3", "--checkpoint_every_n_steps=2",
-                              "--test_after_fit=false")  # fmt: skip
+    # The straight run's 3 epochs of 4 steps, a step checkpoint every 2 steps: saves 1-2 at step 2 (latest-step,
+    # last.ckpt) are normal, save 3 (latest-step0000004.ckpt) is slow and killed in the middle.
+    arguments = fit_arguments(tmp_path, DEFAULT_CONFIG, *STRAIGHT, "--checkpoint_every_n_steps=2")
     process = start_fit(arguments, SLOW_SAVES.format(marker=str(marker), slow_after=2))
     wait_until(marker.exists, process)
     process.send_signal(signal.SIGKILL)
@@ -80,8 +82,8 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path):
     assert checkpoint["global_step"] == 2 and newest.name in ("last.ckpt", "latest-step0000002.ckpt")
     assert not (run / "checkpoints" / "latest-step0000004.ckpt").exists()
 
-    # The command a requeued job runs: it continues from step 2, in the same folder, to the end.
-    resumed = run_cli(tmp_path, "--trainer.max_epochs=3", "--checkpoint_every_n_steps=2", "--ckpt_path=last",
-                      "--test_after_fit=false")  # fmt: skip
+    # The command a requeued job runs: it continues from step 2 (mid-epoch 0), in the same folder, to the end, as if
+    # it had never stopped.
+    resumed = run_cli(tmp_path, *STRAIGHT, "--checkpoint_every_n_steps=2", "--ckpt_path=last")
     assert Path(resumed.trainer.log_dir) == run and resumed.trainer.global_step == 12
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+    same_training_state(run / "checkpoints" / "last.ckpt", straight_run)

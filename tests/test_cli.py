@@ -142,8 +142,8 @@ def test_bad_teacher_stops_with_one_clear_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr  # the whole of stderr: no log lines, no traceback
     assert lines[-1].startswith("distill: error: teacher checkpoint") and str(missing) in lines[-1]
-    assert "Traceback" not in result.stderr
 
 
 def test_last_checkpoint_is_the_last_epoch(short_run):

@@ -53,12 +53,12 @@ def test_method_trains_under_bf16_with_float32_temperatures(tmp_path, method):
         probe.watch("policy", module.temperature_policy)
         probe.watch("divergence", module.divergence)
     trainer = L.Trainer(
-        accelerator="cpu", precision="bf16-mixed", max_steps=4, log_every_n_steps=1, limit_val_batches=0,
+        accelerator="cpu", precision="bf16-mixed", max_steps=2, log_every_n_steps=1, limit_val_batches=0,
         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(module, data)  # the module's finiteness check would stop it at any non-finite loss
-    assert trainer.global_step == 4 and math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["train/loss"]))
 
     if module.method is None:  # Block-KD runs the student block by block, not through its forward
         training_calls = [call for call in probe.calls["student"] if call[0]]
@@ -66,7 +66,7 @@ def test_method_trains_under_bf16_with_float32_temperatures(tmp_path, method):
     if module.teacher is not None:
         for name in ("policy", "divergence"):
             calls = probe.calls[name]
-            assert len(calls) >= 4, name  # once a step (Block-KD: once per stepping stone and the cross term)
+            assert len(calls) >= 2, name  # once a step (Block-KD: once per stepping stone and the cross term)
             for autocast, inputs, outputs in calls:
                 assert not autocast, name
                 assert inputs <= {torch.float32} and outputs == {torch.float32}, (name, inputs, outputs)

@@ -22,20 +22,14 @@ import torch
 from callbacks import read_records
 from distill.preemption import requeue_command, slurm_job_id
 from tests.conftest import DEFAULT_CONFIG, REPO, SHORT_RUN, config_args, run_cli
-from tests.interrupted_runs import (
-    fit_arguments, marker_callback, progress, reached_step, same_training_state, start_fit, wait_until,
+from tests.interrupted_runs import (  # noqa: F401  (straight_run: a fixture)
+    STRAIGHT, fit_arguments, marker_callback, progress, reached_step, same_training_state, start_fit, straight_run,
+    wait_until,
 )  # fmt: skip
 
-# 3 epochs of 4 batches (SHORT_RUN), the default TALS experiment; interrupted in the middle of epoch 1.
-EPOCHS = ["--trainer.max_epochs=3", "--test_after_fit=false"]
+# The straight run's settings (3 epochs of 4 batches, TALS); interrupted in the middle of epoch 1.
+EPOCHS = STRAIGHT
 STOP_AFTER_STEP = 5
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory) -> Path:
-    """last.ckpt of the run that never stopped."""
-    tmp_path = tmp_path_factory.mktemp("straight")
-    return Path(run_cli(tmp_path, *EPOCHS).trainer.log_dir) / "checkpoints" / "last.ckpt"
 
 
 @pytest.mark.slow
