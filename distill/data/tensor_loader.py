@@ -1,8 +1,9 @@
 """``TensorBatchLoader``: batches cut from tensors that already sit on the training device.
 
 For data sets that fit in memory (digits, Fashion-MNIST, CIFAR-100) this replaces a ``DataLoader``:
-one gather per batch on the device instead of per-sample Python work, worker processes and a
-host-to-device copy (CIFAR-100's ``make bench`` measures the difference).
+batches are cut and transformed on the device by batched tensor operations (a few batches at a
+time), instead of per-sample Python work in worker processes and a host-to-device copy
+(benchmarks/cifar_loader.py measures the difference).
 
 Order: ``sampler`` is a ``DistributedSampler`` (training) or an unpadded sharding sampler
 (evaluation, see ``distill.data.sharding``), so the order of an epoch depends only on the seed and
