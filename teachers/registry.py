@@ -24,6 +24,8 @@ class TeacherEntry:
         test_accuracy: top-1 on the data module's test split, measured when it was made (a test
             re-measures it).
         config: the config that makes it: ``make teacher CONFIG=<config>``.
+        data_config: the data set's config that ``config`` is layered on (``--config <data_config>
+            --config <config>``), if any.
     """
 
     name: str
@@ -34,6 +36,7 @@ class TeacherEntry:
     input_shape: tuple[int, int, int]
     test_accuracy: float
     config: str
+    data_config: str | None = None
 
     @property
     def path(self) -> Path:
@@ -41,6 +44,8 @@ class TeacherEntry:
 
     @property
     def how_to_make(self) -> str:
+        if self.data_config is not None:
+            return f'make teacher CONFIG={self.data_config} ARGS="--config {self.config}"'
         return f"make teacher CONFIG={self.config}"
 
 
@@ -56,6 +61,17 @@ TEACHERS: dict[str, TeacherEntry] = {
             input_shape=(1, 8, 8),
             test_accuracy=0.9972,
             config="configs/teachers/digits_cnn.yaml",
+        ),
+        TeacherEntry(
+            name="fashion_mnist_cnn",
+            architecture="cnn_large",
+            dataset="distill.data.FashionMNISTDataModule",
+            checkpoint="fashion_mnist_cnn.pt",
+            num_classes=10,
+            input_shape=(1, 28, 28),
+            test_accuracy=0.9100,
+            config="configs/teachers/fashion_mnist_cnn.yaml",
+            data_config="configs/data/fashion_mnist.yaml",
         ),
     )
 }
