@@ -107,6 +107,20 @@ def test_data_dir_comes_first_then_the_debian_location(tmp_path, monkeypatch):
     assert len(downloaded.datasets["train"]) == 40
 
 
+def test_downloaded_files_are_found_by_every_rank_without_downloading_again(tmp_path, monkeypatch, no_system_copy):
+    """With download=True and no data_dir, torchvision's download folder (data/FashionMNIST/raw) is searched,
+    so ranks that did not run prepare_data find the files too."""
+    import torchvision.datasets
+
+    monkeypatch.setattr(fashion_mnist, "DOWNLOAD_DIR", str(tmp_path / "data"))
+    random_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw", train=20, test=10)
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", lambda *args, **kwargs: pytest.fail("tried to download"))
+    data = FashionMNISTDataModule(val_size=0, download=True)
+    data.prepare_data()
+    data.setup("fit")
+    assert len(data.datasets["train"]) == 20
+
+
 def test_without_data_the_error_names_all_three_ways(tmp_path, no_system_copy):
     data = FashionMNISTDataModule(data_dir=str(tmp_path / "empty"))
     with pytest.raises(DistillError) as error:

@@ -90,7 +90,9 @@ class FashionMNISTDataModule(InMemoryDataModule):
         self.split_seed = split_seed
 
     def _folders(self) -> list[Path]:
-        mine = [self.data_dir, self.data_dir / "FashionMNIST" / "raw"] if self.data_dir is not None else []
+        """Where to look, in order (every DDP rank computes the same list, downloaded or not)."""
+        root = self.data_dir if self.data_dir is not None else Path(DOWNLOAD_DIR) if self.download else None
+        mine = [root, root / "FashionMNIST" / "raw"] if root is not None else []
         return [*mine, SYSTEM_DIR]
 
     def _missing_message(self) -> str:
@@ -111,10 +113,9 @@ class FashionMNISTDataModule(InMemoryDataModule):
 
             root = self.data_dir if self.data_dir is not None else Path(DOWNLOAD_DIR)
             try:
-                FashionMNIST(str(root), train=True, download=True)
+                FashionMNIST(str(root), train=True, download=True)  # into root/FashionMNIST/raw/
             except Exception as error:  # network or disk: one line, with the other ways
                 raise DistillError(f"download failed ({type(error).__name__}: {error}); {self._missing_message()}") from None
-            self.data_dir = root
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

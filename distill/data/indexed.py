@@ -52,12 +52,14 @@ class IndexedSubset(Dataset):
 
     def __init__(self, dataset: Dataset, rows: torch.Tensor, transform: Callable):
         self.dataset = dataset
-        self.rows = rows.tolist()
+        # An array, not a Python list: forked DataLoader workers would otherwise touch (and copy) every
+        # page of a million-element list through reference counting.
+        self.rows = rows.numpy()
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, item: int):
-        image, label = self.dataset[self.rows[item]]
+        image, label = self.dataset[int(self.rows[item])]
         return self.transform(image), label, item
