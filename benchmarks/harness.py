@@ -131,6 +131,7 @@ class Figure:
         value: the figure (a ratio for comparisons).
         unit: ``x`` for ratios, else the unit of ``value``.
         bound: the largest acceptable value, or ``None`` when the figure is reported, not bounded.
+        at_least: the smallest acceptable value (for speed-ups), or ``None``.
         variants: per variant its median time (ms) and peak memory (MB).
         setup: what was run: models, batch, threads, repeats, clock.
         note: how to read it.
@@ -144,10 +145,13 @@ class Figure:
     variants: dict[str, dict[str, float]] = field(default_factory=dict)
     setup: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    at_least: float | None = None
 
     @property
     def within_bound(self) -> bool | None:
-        return None if self.bound is None else self.value <= self.bound
+        if self.bound is None and self.at_least is None:
+            return None
+        return (self.bound is None or self.value <= self.bound) and (self.at_least is None or self.value >= self.at_least)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "within_bound": self.within_bound}

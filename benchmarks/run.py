@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import blockwise_step, framework_overhead, gpu_throughput, per_sample_overhead, policy_overhead
+from benchmarks import (
+    blockwise_step, cifar_loader, framework_overhead, gpu_throughput, per_sample_overhead, policy_overhead,
+)  # fmt: skip
 from benchmarks.harness import MODES, Figure, device, environment
 
 # name -> run(mode, context) -> figures; context carries figures earlier benchmarks measured.
@@ -28,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[str, dict], list[Figure]]] = {
     "policy": lambda mode, context: policy_overhead.run(mode, kd_step_ms=context.get("kd_step_ms")),
     "per_sample": lambda mode, context: per_sample_overhead.run(mode),
     "blockkd": lambda mode, context: blockwise_step.run(mode),
+    "loader": lambda mode, context: cifar_loader.run(mode),
     "gpu": lambda mode, context: gpu_throughput.run(mode),
 }
 
@@ -66,7 +69,7 @@ def markdown(results: dict) -> str:
     ]  # fmt: skip
     for item in results["figures"]:
         figure = Figure(**{key: value for key, value in item.items() if key != "within_bound"})
-        bound = "" if figure.bound is None else f"<= {figure.bound}"
+        bound = f"<= {figure.bound}" if figure.bound is not None else f">= {figure.at_least}" if figure.at_least else ""
         within = {None: "", True: "yes", False: "**no**"}[figure.within_bound]
         sides = "; ".join(
             f"{name}: {values.get('median_ms', values.get('loss_part_ms', float('nan'))):.2f}"

@@ -137,6 +137,17 @@ TEACHERS: dict[str, TeacherEntry] = {
         _published("wrn_40_2", 0.7561),
         _published("vgg13", 0.7464),
         _published("ResNet50", 0.7934),
+        TeacherEntry(
+            name="fashion_mnist_cnn",
+            architecture="cnn_large",
+            dataset="distill.data.FashionMNISTDataModule",
+            checkpoint="fashion_mnist_cnn.pt",
+            num_classes=10,
+            input_shape=(1, 28, 28),
+            test_accuracy=0.9100,
+            config="configs/teachers/fashion_mnist_cnn.yaml",
+            data="fashion_mnist",
+        ),
     )
 }
 

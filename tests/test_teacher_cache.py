@@ -16,9 +16,7 @@ from distill.policies import FixedTemperature
 class RandomlyAugmentedDigits(DigitsDataModule):
     """Digits that declare random augmentation (as CIFAR's training batches are)."""
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.has_random_augmentation = True
+    has_random_augmentation = True
 
 
 def fit(module: DistillationModule, data: L.LightningDataModule, tmp_path, steps: int = 4, **trainer_args) -> L.Trainer:

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader
 
+from distill.data.in_memory import InMemoryDataModule
 from distill.data.indexed import IndexedTensorDataset
 
 
-class DigitsDataModule(L.LightningDataModule):
+class DigitsDataModule(InMemoryDataModule):
     """Digits, split deterministically and stratified into train, validation (held out of train) and test.
 
-    Pixel values 0..16 are scaled to [0, 1]. Batches are ``(image [B, 1, 8, 8], label [B], index [B])``
-    where ``index`` is the sample's position in its split's dataset (stable across epochs).
-    Model selection uses validation only; test is for the final report.
+    Pixel values 0..16 are scaled to [0, 1]; no augmentation (``train_inputs()`` gives every training
+    image). Batches are ``(image [B, 1, 8, 8], label [B], index [B])`` where ``index`` is the sample's
+    position in its split's dataset (stable across epochs), built on the training device by a
+    ``TensorBatchLoader``. Model selection uses validation only; test is for the final report.
 
     Args:
         batch_size: training and evaluation batch size.
         val_fraction: share of the non-test data held out for validation.
         test_fraction: share of all data kept for test.
         split_seed: seed of the split (fixed so every run sees the same split).
-        num_workers: DataLoader workers (0 is fastest for this in-memory set).
+        seed: seed of the shuffle; ``None`` takes the run's ``seed_everything`` seed.
     """
 
     num_classes = 10
@@ -35,19 +35,15 @@ class DigitsDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        num_workers: int = 0,
+        seed: int | None = None,
     ):
-        super().__init__()
+        super().__init__(batch_size, seed)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
-        self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
-        self.num_workers = num_workers
-        self.has_random_augmentation = False
-        self.datasets: dict[str, IndexedTensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -65,27 +61,3 @@ class DigitsDataModule(L.LightningDataModule):
         for split, rows in (("train", train), ("val", val), ("test", test)):
             rows = torch.as_tensor(rows).sort().values
             self.datasets[split] = IndexedTensorDataset(images[rows], labels[rows])
-
-    def train_inputs(self) -> torch.Tensor:
-        """``[N, 1, 8, 8]``: every training image in index order, exactly as training batches hold them
-        (no random augmentation here), for the teacher-logit cache."""
-        self.setup("fit")
-        return self.datasets["train"].images
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
