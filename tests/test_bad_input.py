@@ -22,7 +22,8 @@ from distill.errors import DistillError
 from distill.models import create
 from distill.module import DistillationModule
 from teachers import save_teacher_checkpoint
-from tests.conftest import DEFAULT_CONFIG, SHORT_RUN, config_args, experiment, run_cli
+from tests.conftest import CONFIGS, DEFAULT_CONFIG, SHORT_RUN, config_args, experiment, run_cli
+from tests.fake_data import random_cifar100
 
 POLICIES = ("CurriculumTemperature, FixedTemperature, GridTemperature, MaxLogitTemperature, SigmaAnchoredTemperature, "
             "TransformedTeacherTemperature")
@@ -85,7 +86,10 @@ VALUE_CASES = [
     ("DKD beta", ["--model.divergence=DKD", "--model.divergence.beta=-8"],
      ["model.divergence.init_args.beta", "got -8.0", "a loss weight >= 0"]),
     ("batch size not a number", ["--data.batch_size=x"], ["data.batch_size", "got 'x'", "expected int"]),
-    ("fraction out of range", ["--data.val_fraction=1.5"], ["val_fraction", "1.5", "(0, 1)"]),
+    ("batch size zero", ["--data.batch_size=0"],
+     ["data.init_args.batch_size: got 0, expected a number of samples per batch >= 1"]),
+    ("fraction out of range", ["--data.val_fraction=1.5"],
+     ["data.init_args.val_fraction: got 1.5, expected a share of the data strictly between 0 and 1"]),
     ("epochs out of range", ["--trainer.max_epochs=0"], ["trainer.max_epochs", "got 0", ">= 1", "distill test"]),
     ("negative epochs", ["--trainer.max_epochs=-5"], ["trainer.max_epochs", "got -5"]),
     ("epochs not a number", ["--trainer.max_epochs=abc"], ["trainer.max_epochs", "got 'abc'", "int or null"]),
@@ -138,6 +142,20 @@ def test_empty_grid(capfd, monkeypatch, tmp_path):
     err = capfd.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert "model.temperature_policy.init_args.values: got [], expected a non-empty list of temperatures > 0" in err
+
+
+def test_data_folder_missing_or_truncated(capfd, monkeypatch, tmp_path):
+    cifar = [*DEFAULT_CONFIG, CONFIGS / "data" / "cifar100.yaml"]
+    student = ("--model.teacher=null", "--model.student=mlp_small", "--data.num_workers=0", "--data.val_size=100")
+    missing = tmp_path / "nowhere"
+    message = distill_error(capfd, monkeypatch, tmp_path, *student, f"--data.data_dir={missing}", config=cifar)
+    assert message.startswith(f"CIFAR-100 not found: expected the files train, test, meta of the official python "
+                              f"version in {missing / 'cifar-100-python'}/")  # fmt: skip
+    folder = random_cifar100(tmp_path / "data", train=1000, test=200)
+    whole = (folder / "train").read_bytes()
+    (folder / "train").write_bytes(whole[: len(whole) // 3])
+    message = distill_error(capfd, monkeypatch, tmp_path, *student, f"--data.data_dir={tmp_path / 'data'}", config=cifar)
+    assert message.startswith(f"{folder / 'train'}: not a readable CIFAR-100 file") and "replace it with the file" in message
 
 
 # ----------------------------------------------------------------------------------------- teacher files

@@ -27,6 +27,7 @@ from distill.data.normalization import CIFAR100_MEAN, CIFAR100_STD
 from distill.data.sharding import placement_of, sharded_dataloader, shuffle_seed
 from distill.data.splits import stratified_split
 from distill.errors import DistillError
+from distill.validation import DATA, integer
 
 FOLDER = "cifar-100-python"
 FILES = ("train", "test", "meta")
@@ -144,8 +145,7 @@ class CIFAR100DataModule(InMemoryDataModule):
         super().__init__(batch_size, seed)
         if augmentation not in ("tensor", "torchvision"):
             raise DistillError(f"augmentation={augmentation!r}: expected 'tensor' (the default) or 'torchvision'")
-        if val_size < 0:
-            raise DistillError(f"val_size={val_size}: expected 0 (no validation split) or a positive number")
+        integer(f"{DATA}.val_size", val_size, 0, "a number of held-out images (0: no validation split)")
         self.data_dir = Path(data_dir)
         self.val_size = val_size
         self.augmentation = augmentation

@@ -8,6 +8,7 @@ from sklearn.model_selection import train_test_split
 
 from distill.data.in_memory import InMemoryDataModule
 from distill.data.indexed import IndexedTensorDataset
+from distill.validation import DATA, fraction
 
 
 class DigitsDataModule(InMemoryDataModule):
@@ -38,11 +39,8 @@ class DigitsDataModule(InMemoryDataModule):
         seed: int | None = None,
     ):
         super().__init__(batch_size, seed)
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {value}")
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
+        self.val_fraction = fraction(f"{DATA}.val_fraction", val_fraction, "a share of the data")
+        self.test_fraction = fraction(f"{DATA}.test_fraction", test_fraction, "a share of the data")
         self.split_seed = split_seed
 
     def setup(self, stage: str | None = None) -> None:

@@ -23,6 +23,7 @@ from distill.data.indexed import IndexedTensorDataset
 from distill.data.normalization import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from distill.data.splits import per_class_subset, stratified_split
 from distill.errors import DistillError
+from distill.validation import DATA, integer
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_DIR = "data"
@@ -80,8 +81,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
         seed: int | None = None,
     ):
         super().__init__(batch_size, seed)
-        if val_size < 0:
-            raise DistillError(f"val_size={val_size}: expected 0 (no validation split) or a positive number")
+        integer(f"{DATA}.val_size", val_size, 0, "a number of held-out images (0: no validation split)")
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.val_size = val_size
         self.train_per_class = train_per_class

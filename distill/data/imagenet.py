@@ -24,6 +24,7 @@ from distill.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from distill.data.sharding import placement_of, sharded_dataloader, shuffle_seed
 from distill.data.splits import stratified_split
 from distill.errors import DistillError
+from distill.validation import DATA, integer
 
 LAYOUT = "<data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image> (ImageFolder layout, the same class folders in both)"
 
@@ -89,8 +90,8 @@ class ImageNetDataModule(L.LightningDataModule):
         seed: int | None = None,
     ):
         super().__init__()
-        if val_size < 0:
-            raise DistillError(f"val_size={val_size}: expected 0 (no validation split) or a positive number")
+        integer(f"{DATA}.val_size", val_size, 0, "a number of held-out images (0: no validation split)")
+        integer(f"{DATA}.batch_size", batch_size, 1, "a number of samples per batch")
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
         self.val_size = val_size

@@ -12,6 +12,7 @@ from distill.data.indexed import IndexedTensorDataset
 from distill.data.sharding import placement_of, shuffle_seed
 from distill.data.tensor_loader import BatchTransform, TensorBatchLoader
 from distill.errors import DistillError
+from distill.validation import DATA, integer
 
 
 class InMemoryDataModule(L.LightningDataModule):
@@ -31,9 +32,7 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int, seed: int | None = None):
         super().__init__()
-        if batch_size < 1:
-            raise DistillError(f"batch_size={batch_size}: expected a positive number of samples per batch")
-        self.batch_size = batch_size
+        self.batch_size = integer(f"{DATA}.batch_size", batch_size, 1, "a number of samples per batch")
         self.seed = seed
         self.datasets: dict[str, IndexedTensorDataset] = {}
         self._stored: dict[tuple[str, str, bool], torch.Tensor] = {}  # (split, device, train) -> stored tensor
