@@ -97,10 +97,9 @@ class DistillCLI(LightningCLI):
         except ArgumentError as error:
             raise DistillError(argument_error_line(str(error))) from None
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            self.place_run(self.config[subcommand], subcommand)
+        self.place_run(self.config[subcommand] if subcommand else self.config, subcommand)
 
-    def place_run(self, config, subcommand: str) -> None:
+    def place_run(self, config, subcommand: str | None) -> None:
         """Right after parsing, before Lightning reads a ``ckpt_path``'s hyperparameters into the config: check the
         trainer values, name the run, put its output under ``default_root_dir``, resolve ``--ckpt_path=last``, make a
         resumed run continue in its own folder (``distill.run_folder``), and check the checkpoint: readable plain
