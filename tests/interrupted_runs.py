@@ -108,8 +108,14 @@ def same_training_state(resumed: Path, straight: Path) -> None:
 STRAIGHT = ["--trainer.max_epochs=3", "--test_after_fit=false"]
 
 
-@pytest.fixture(scope="session")
+_STRAIGHT_RUN: list[Path] = []  # made once per session, whichever module asks first (a fixture imported into two
+# modules is two fixtures to pytest)
+
+
+@pytest.fixture
 def straight_run(tmp_path_factory) -> Path:
     """last.ckpt of the run that never stopped (its folder also holds the per-sample records)."""
-    tmp_path = tmp_path_factory.mktemp("straight")
-    return Path(run_cli(tmp_path, *STRAIGHT).trainer.log_dir) / "checkpoints" / "last.ckpt"
+    if not _STRAIGHT_RUN:
+        tmp_path = tmp_path_factory.mktemp("straight")
+        _STRAIGHT_RUN.append(Path(run_cli(tmp_path, *STRAIGHT).trainer.log_dir) / "checkpoints" / "last.ckpt")
+    return _STRAIGHT_RUN[0]

@@ -16,11 +16,17 @@ import pytest
 import torch
 import yaml
 
+from callbacks import PerSampleStatistics
 from distill.cli import main
 from distill.data import DigitsDataModule
+from distill.divergences import DKD
 from distill.errors import DistillError
 from distill.models import create
 from distill.module import DistillationModule
+from distill.policies import (
+    CurriculumTemperature, FixedTemperature, GridTemperature, MaxLogitTemperature, SigmaAnchoredTemperature,
+    TransformedTeacherTemperature,
+)  # fmt: skip
 from teachers import save_teacher_checkpoint
 from tests.conftest import CONFIGS, DEFAULT_CONFIG, SHORT_RUN, config_args, experiment, run_cli
 from tests.fake_data import random_cifar100
@@ -63,39 +69,18 @@ def distill_error(capfd, monkeypatch, tmp_path: Path, *arguments: str, config: l
 VALUE_CASES = [
     ("negative T", ["--model.temperature_policy=FixedTemperature", "--model.temperature_policy.T=-1"],
      ["model.temperature_policy.init_args.T", "got -1.0", "expected a temperature > 0"]),
-    ("zero T", ["--model.temperature_policy=FixedTemperature", "--model.temperature_policy.T=0"],
-     ["model.temperature_policy.init_args.T", "got 0.0", "> 0"]),
     ("negative KD weight", ["--model.temperature_policy=FixedTemperature", "--model.temperature_policy.kd_weight=-0.5"],
      ["model.temperature_policy.init_args.kd_weight", "got -0.5", "expected a loss weight >= 0"]),
-    ("CE weight not a number",
-     ["--model.temperature_policy=MaxLogitTemperature", "--model.temperature_policy.ce_weight=x"],
-     ["model.temperature_policy.ce_weight", "got 'x'", "expected float"]),
-    ("TTM temperature", ["--model.temperature_policy=TransformedTeacherTemperature", "--model.temperature_policy.T=0"],
-     ["model.temperature_policy.init_args.T", "got 0.0"]),
-    ("CTKD ramp epochs",
-     ["--model.temperature_policy=CurriculumTemperature", "--model.temperature_policy.ramp_epochs=-2"],
-     ["model.temperature_policy.init_args.ramp_epochs", "got -2", "a number of epochs >= 0"]),
-    ("CTKD lowest temperature",
-     ["--model.temperature_policy=CurriculumTemperature", "--model.temperature_policy.t_min=0"],
-     ["model.temperature_policy.init_args.t_min", "got 0.0", "> 0"]),
     ("max-logit source",
      ["--model.temperature_policy=MaxLogitTemperature", "--model.temperature_policy.source=student"],
      ["model.temperature_policy.source: got 'student', expected one of 'both', 'teacher'"]),
-    ("DKD warm-up", ["--model.divergence=DKD", "--model.divergence.warmup=-1"],
-     ["model.divergence.init_args.warmup", "got -1", ">= 0"]),
-    ("DKD beta", ["--model.divergence=DKD", "--model.divergence.beta=-8"],
-     ["model.divergence.init_args.beta", "got -8.0", "a loss weight >= 0"]),
     ("batch size not a number", ["--data.batch_size=x"], ["data.batch_size", "got 'x'", "expected int"]),
     ("batch size zero", ["--data.batch_size=0"],
      ["data.init_args.batch_size: got 0, expected a number of samples per batch >= 1"]),
     ("fraction out of range", ["--data.val_fraction=1.5"],
      ["data.init_args.val_fraction: got 1.5, expected a share of the data strictly between 0 and 1"]),
     ("epochs out of range", ["--trainer.max_epochs=0"], ["trainer.max_epochs", "got 0", ">= 1", "distill test"]),
-    ("negative epochs", ["--trainer.max_epochs=-5"], ["trainer.max_epochs", "got -5"]),
     ("epochs not a number", ["--trainer.max_epochs=abc"], ["trainer.max_epochs", "got 'abc'", "int or null"]),
-    ("step checkpoint interval", ["--checkpoint_every_n_steps=-1"], ["checkpoint_every_n_steps", "got -1", ">= 0"]),
-    ("window length", ["--per_sample_statistics.every_n_steps=-3"],
-     ["per_sample_statistics.init_args.every_n_steps", "got -3"]),
     ("unknown policy", ["--model.temperature_policy=NoSuchTemperature"],
      ["model.temperature_policy: unknown policy 'NoSuchTemperature'", f"choose one of {POLICIES}"]),
     ("a divergence as policy", ["--model.temperature_policy=KL"], ["unknown policy 'KL'", POLICIES]),
@@ -259,12 +244,58 @@ def test_a_model_that_cannot_take_the_images():
         check_model_fits(torch.nn.Flatten(), 10, (1, 8, 8), "model.student (x)")
 
 
-def test_values_that_are_not_finite_numbers():
-    from distill.policies import FixedTemperature
+# The same checks met directly, as the command line reaches them through the classes (one line each, tested above).
+CONSTRUCTOR_CASES = [
+    ("zero T", lambda: FixedTemperature(T=0.0), "model.temperature_policy.init_args.T: got 0.0, expected a temperature > 0"),
+    ("TTM temperature", lambda: TransformedTeacherTemperature(T=-2.0),
+     "model.temperature_policy.init_args.T: got -2.0, expected a temperature > 0"),
+    ("TTM beta", lambda: TransformedTeacherTemperature(beta=-1.0),
+     "model.temperature_policy.init_args.beta: got -1.0, expected a loss weight >= 0"),
+    ("CTKD ramp epochs", lambda: CurriculumTemperature(ramp_epochs=-2),
+     "model.temperature_policy.init_args.ramp_epochs: got -2, expected a number of epochs >= 0"),
+    ("CTKD lowest temperature", lambda: CurriculumTemperature(t_min=0.0),
+     "model.temperature_policy.init_args.t_min: got 0.0, expected a lowest temperature > 0"),
+    ("CTKD mode", lambda: CurriculumTemperature(mode="batch"),
+     "model.temperature_policy.init_args.mode: got 'batch', expected one of 'global', 'instance'"),
+    ("grid value", lambda: GridTemperature(values=[2.0, -1.0]),
+     "model.temperature_policy.init_args.values: got -1.0, expected temperatures > 0"),
+    ("TALS alpha", lambda: SigmaAnchoredTemperature(alpha_fn=0.5),
+     "model.temperature_policy.init_args.alpha_fn: got 0.5, expected a function sigma [B] -> alpha [B]"),
+    ("DKD warm-up", lambda: DKD(warmup=-1), "model.divergence.init_args.warmup: got -1, expected a number of epochs >= 0"),
+    ("DKD beta", lambda: DKD(beta=-8.0), "model.divergence.init_args.beta: got -8.0, expected a loss weight >= 0"),
+    ("window length", lambda: PerSampleStatistics(every_n_steps=-3),
+     "per_sample_statistics.init_args.every_n_steps: got -3, expected a number of steps (0: no windows) >= 0"),
+    ("digits test share", lambda: DigitsDataModule(test_fraction=0.0),
+     "data.init_args.test_fraction: got 0.0, expected a share of the data strictly between 0 and 1"),
+    ("NaN weight", lambda: FixedTemperature(ce_weight=float("nan")),
+     "model.temperature_policy.init_args.ce_weight: got nan, expected a loss weight >= 0 (a finite number)"),
+    ("infinite weight", lambda: MaxLogitTemperature(kd_weight=float("inf")),
+     "model.temperature_policy.init_args.kd_weight: got inf, expected a loss weight >= 0 (a finite number)"),
+    ("a bool as a weight", lambda: FixedTemperature(kd_weight=True),
+     "model.temperature_policy.init_args.kd_weight: got True, expected a loss weight >= 0 (a finite number)"),
+]
 
-    for value in (float("nan"), float("inf"), True):
-        with pytest.raises(DistillError, match=r"policy.init_args.ce_weight: got .*, expected a loss weight"):
-            FixedTemperature(ce_weight=value)
+
+@pytest.mark.parametrize("build, expected", [case[1:] for case in CONSTRUCTOR_CASES],
+                         ids=[case[0] for case in CONSTRUCTOR_CASES])
+def test_constructor_refuses(build, expected):
+    with pytest.raises(DistillError) as error:
+        build()
+    assert str(error.value).startswith(expected), str(error.value)
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"trainer.max_epochs": -5}, "trainer.max_epochs: got -5, expected a number of epochs >= 1 (or -1: no limit)"),
+    ({"trainer.max_steps": 0}, "trainer.max_steps: got 0, expected a number of steps >= 1 (or -1: no limit)"),
+    ({"checkpoint_every_n_steps": -1}, "checkpoint_every_n_steps: got -1, expected a number of steps >= 0"),
+], ids=["negative epochs", "zero steps", "step checkpoint interval"])  # fmt: skip
+def test_run_values_refused(settings, expected):
+    from distill.cli_errors import check_run_values
+
+    with pytest.raises(DistillError) as error:
+        check_run_values(settings)
+    assert str(error.value).startswith(expected)
+    check_run_values({"trainer.max_epochs": -1, "trainer.max_steps": 100, "checkpoint_every_n_steps": 0})  # accepted
 
 
 # ----------------------------------------------------------------------------------------- from Python
