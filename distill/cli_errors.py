@@ -13,6 +13,7 @@ with ``exit_on_error=False`` and turns what comes out into ``DistillError`` line
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from collections.abc import Iterable
@@ -122,6 +123,9 @@ def argument_error_line(message: str) -> str:
     given = re.search(r"(?:Got value|Given value): (.*)", innermost)
     value = given.group(1).strip() if given else None
     message_for_type = innermost
+    unaccepted = re.search(r"Problem with given class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message)
+    if key and unaccepted:
+        return unaccepted_argument_line(key, *unaccepted.groups())
     if key and value is not None and any(phrase in message for phrase in UNKNOWN_CLASS_PHRASES):
         known = choices_for(key)
         if known is not None:
@@ -137,11 +141,27 @@ def argument_error_line(message: str) -> str:
     lines = [line.strip(" -") for line in message.splitlines() if line.strip(" -")]
     if key:
         # The innermost reason: the last line that is neither a key header nor jsonargparse's bookkeeping.
-        bookkeeping = ("Parser key", "Subtypes", "Errors", "Given value type")
+        bookkeeping = ("Parser key", "Subtypes", "Errors", "Given value")
         reasons = [line for line in lines if not line.startswith(bookkeeping)]
         reason = reasons[-1] if reasons else " ".join(lines)
         return f"{key}: {reason}"
     return " ".join(lines)
+
+
+def unaccepted_argument_line(key: str, class_path: str, option: str) -> str:
+    """``--<key>.<option>`` given while ``<key>`` is a class that has no such argument (often: the argument came
+    before the ``--<key>=<class>`` it belongs to, or a layer set another class)."""
+    try:
+        module, _, name = class_path.rpartition(".")
+        signature = inspect.signature(getattr(importlib.import_module(module), name))
+        parameters = [parameter for parameter in signature.parameters if parameter != "self"]
+        takes = f"it takes {', '.join(parameters)}" if parameters else "it takes no arguments"
+    except (ImportError, AttributeError, ValueError, TypeError):
+        name, takes = class_path, "see its signature"
+    return (
+        f"{key}.{option}: {name} has no argument {option!r} ({takes}); to set it for another class, give that class "
+        f"first: --{key}=<class> --{key}.{option}=<value>"
+    )
 
 
 def instantiation_error_line(error: BaseException) -> str:

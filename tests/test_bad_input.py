@@ -71,6 +71,8 @@ VALUE_CASES = [
      ["model.temperature_policy.init_args.T", "got -1.0", "expected a temperature > 0"]),
     ("negative KD weight", ["--model.temperature_policy=FixedTemperature", "--model.temperature_policy.kd_weight=-0.5"],
      ["model.temperature_policy.init_args.kd_weight", "got -0.5", "expected a loss weight >= 0"]),
+    ("argument of another policy", ["--model.temperature_policy.kd_weight=0.5"],  # tals.yaml: SigmaAnchoredTemperature
+     ["model.temperature_policy.kd_weight: SigmaAnchoredTemperature has no argument 'kd_weight' (it takes alpha_fn)"]),
     ("max-logit source",
      ["--model.temperature_policy=MaxLogitTemperature", "--model.temperature_policy.source=student"],
      ["model.temperature_policy.source: got 'student', expected one of 'both', 'teacher'"]),
