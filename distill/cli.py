@@ -182,6 +182,7 @@ class DistillCLI(LightningCLI):
         checkpoint = config.get("ckpt_path")
         if checkpoint and checkpoint not in LIGHTNING_CHECKPOINT_NAMES:
             self.resume_step = check_resume_checkpoint(checkpoint, self.model)
+        self.read_data_first()
         observers = [config.get(key) for key in OBSERVER_CALLBACKS]
         observers = [observer for observer in observers if observer is not None]
         existing = kwargs.get("callbacks", config.get("trainer.callbacks"))
@@ -189,6 +190,15 @@ class DistillCLI(LightningCLI):
         kwargs["callbacks"] = existing + observers
         add_reliability_defaults(kwargs, config)
         return super().instantiate_trainer(**kwargs)
+
+    def read_data_first(self) -> None:
+        """Let the data module read its files before the trainer exists: a missing or broken data set then stops with
+        its one line alone, before Lightning's banner and before a run folder is opened. (Lightning calls ``setup``
+        again in each process; the modules keep what they read. Not where the module is asked to download: its
+        ``prepare_data``, which Lightning runs once per node, comes first then.)"""
+        data = self.datamodule
+        if self.subcommand in ("fit", "validate", "test") and data is not None and not getattr(data, "download", False):
+            data.setup("fit" if self.subcommand == "fit" else self.subcommand)
 
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()
