@@ -2,8 +2,8 @@
 
 ``teachers.load_teacher(name_or_path, num_classes, input_shape)`` is the one door in. Teachers are
 trained here with ``make teacher NAME=<name> DATA=<data>`` (``configs/teachers/<name>.yaml``), or are the
-published CIFAR-100 teachers of CRD/mdistiller (``cifar_teachers.tar``) or torchvision's ImageNet weights; ``make teacher-check NAME=<name>``
-measures one.
+published CIFAR-100 teachers of CRD/mdistiller (``cifar_teachers.tar``) or torchvision's ImageNet weights;
+``make teacher-check NAME=<name>`` measures one.
 """
 
 from teachers.checkpoint import TEACHER_FORMAT, load_teacher, read_teacher_checkpoint, save_teacher_checkpoint

@@ -91,5 +91,7 @@ def read_torchvision_checkpoint(path: str | Path, remedy: str) -> dict[str, torc
     path = Path(path)
     state = _load_weights_only(path, remedy, [])
     if not _is_state_dict(state):
-        raise DistillError(f"teacher checkpoint {path} is not a torchvision weights file (a plain state_dict): {remedy}")
+        raise DistillError(
+            f"teacher checkpoint {path} is not a torchvision weights file (a plain state_dict): {remedy}"
+        )
     return state

@@ -29,6 +29,7 @@ PUBLISHED = "published"
 TORCHVISION = "torchvision"
 DOWNLOADED = (PUBLISHED, TORCHVISION)  # files fetched by the user, never written here
 CIFAR_TEACHERS_TAR = "https://github.com/megvii-research/mdistiller/releases/tag/checkpoints"
+TORCHVISION_MODELS = "https://download.pytorch.org/models"
 
 
 def search_dirs() -> list[Path]:
@@ -178,7 +179,7 @@ TEACHERS: dict[str, TeacherEntry] = {
             input_shape=(3, 224, 224),
             test_accuracy=0.73314,
             file_format=TORCHVISION,
-            source="https://download.pytorch.org/models/resnet34-b627a593.pth (torchvision's ResNet34_Weights.IMAGENET1K_V1)",
+            source=f"{TORCHVISION_MODELS}/resnet34-b627a593.pth (torchvision's ResNet34_Weights.IMAGENET1K_V1)",
         ),
         TeacherEntry(
             name="fashion_mnist_cnn",

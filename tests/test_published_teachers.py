@@ -302,7 +302,8 @@ def test_a_data_module_that_cannot_be_imported():
 def test_the_torchvision_resnet34_entry():
     entry = TEACHERS["imagenet_resnet34_torchvision"]
     assert (entry.architecture, entry.num_classes, entry.input_shape) == ("imagenet_resnet34", 1000, (3, 224, 224))
-    assert entry.file_format == TORCHVISION and entry.downloaded and entry.test_accuracy == pytest.approx(0.7331, abs=1e-4)
+    assert entry.file_format == TORCHVISION and entry.downloaded
+    assert entry.test_accuracy == pytest.approx(0.7331, abs=1e-4)
     assert entry.checkpoint == "imagenet/resnet34-b627a593.pth"
     assert entry.source.startswith("https://download.pytorch.org/models/resnet34-b627a593.pth")
 
