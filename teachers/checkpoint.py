@@ -1,5 +1,6 @@
-"""Teacher checkpoint files: this project's self-describing format (written atomically) and the
-published CRD/mdistiller files, all read with ``weights_only=True``; ``load_teacher`` is the one door."""
+"""Teacher checkpoint files: this project's self-describing format (written atomically), the published
+CRD/mdistiller files and torchvision's weights files, all read with ``weights_only=True``; ``load_teacher``
+is the one door."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from torch import nn
 
 from distill.errors import DistillError, load_failure_reason
 from distill.models import create
-from teachers.published import read_published_checkpoint
-from teachers.registry import PUBLISHED, resolve
+from teachers.published import read_published_checkpoint, read_torchvision_checkpoint
+from teachers.registry import PUBLISHED, TORCHVISION, resolve
+
+# Readers of the downloaded formats: the file's state_dict (architecture, classes, shape come from the entry).
+DOWNLOADED_READERS = {PUBLISHED: read_published_checkpoint, TORCHVISION: read_torchvision_checkpoint}
 
 TEACHER_FORMAT = "distill-teacher/1"
 
@@ -78,7 +82,7 @@ def load_teacher(name_or_path: str, num_classes: int, input_shape: tuple[int, in
     """Build a teacher from the registry name or checkpoint path, and check it fits the data.
 
     Registry names are looked up in ``$DISTILL_TEACHER_DIR``, then ``teachers/checkpoints``; a
-    published (CRD/mdistiller) file takes its architecture, classes and image shape from the entry.
+    downloaded file (CRD/mdistiller, torchvision) takes its architecture, classes and image shape from the entry.
 
     Args:
         name_or_path: a ``teachers.TEACHERS`` name or a path to a teacher ``.pt`` file.
@@ -93,9 +97,9 @@ def load_teacher(name_or_path: str, num_classes: int, input_shape: tuple[int, in
         raise DistillError(entry.missing_message())
     how_to_make = entry.how_to_make if entry else "make teacher NAME=<name> DATA=<data>"
     remedy = entry.remedy if entry else f"make it with `{how_to_make}`"
-    if entry is not None and entry.file_format == PUBLISHED:
+    if entry is not None and entry.downloaded:
         architecture, classes, shape = entry.architecture, entry.num_classes, entry.input_shape
-        state_dict = read_published_checkpoint(path, remedy)
+        state_dict = DOWNLOADED_READERS[entry.file_format](path, remedy)
     else:
         payload = read_teacher_checkpoint(path, how_to_make)
         architecture, classes, shape = payload["architecture"], payload["num_classes"], payload["input_shape"]

@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from distill.errors import DistillError
 from teachers.checkpoint import save_teacher_checkpoint
-from teachers.registry import PUBLISHED, TEACHERS
+from teachers.registry import TEACHERS
 
 
 class ExportTeacher(L.Callback):
@@ -27,7 +27,7 @@ class ExportTeacher(L.Callback):
             raise DistillError("ExportTeacher needs exactly one of `name` (a registry entry) or `path`")
         if name is not None and name not in TEACHERS:
             raise DistillError(f"ExportTeacher.name: unknown teacher {name!r}: add it to teachers/registry.py first")
-        if name is not None and TEACHERS[name].file_format == PUBLISHED:
+        if name is not None and TEACHERS[name].downloaded:
             raise DistillError(
                 f"ExportTeacher.name: {name!r} is a published teacher (its file is downloaded, not trained here): "
                 "add a registry entry of your own for the teacher you train"

@@ -1,12 +1,14 @@
 """Named teachers: architecture, data set, checkpoint file and expected test accuracy.
 
-Two kinds of files:
+Three kinds of files:
 
 - ``distill``: teachers trained here (``make teacher NAME=... DATA=...``), in this project's self-describing
   format (``teachers/checkpoint.py``).
 - ``published``: the CIFAR-100 teachers of CRD (Tian et al., 2020), republished by mdistiller as
   ``cifar_teachers.tar``. Kept exactly as the tar holds them, ``cifar_teachers/<arch>_vanilla/ckpt_epoch_240.pth``:
   a dict whose ``"model"`` is the state_dict (``teachers/published.py`` reads them).
+- ``torchvision``: torchvision's published ImageNet weights, a plain state_dict file kept exactly as
+  torchvision publishes it (``imagenet/resnet34-b627a593.pth``); downloaded once by the user, never at run time.
 
 Every file is looked up first under the folder named by ``$DISTILL_TEACHER_DIR`` (when set), then
 under ``teachers/checkpoints/``.
@@ -24,7 +26,10 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 TEACHER_DIR_VARIABLE = "DISTILL_TEACHER_DIR"
 SELF_DESCRIBING = "distill"
 PUBLISHED = "published"
+TORCHVISION = "torchvision"
+DOWNLOADED = (PUBLISHED, TORCHVISION)  # files fetched by the user, never written here
 CIFAR_TEACHERS_TAR = "https://github.com/megvii-research/mdistiller/releases/tag/checkpoints"
+TORCHVISION_MODELS = "https://download.pytorch.org/models"
 
 
 def search_dirs() -> list[Path]:
@@ -46,11 +51,14 @@ class TeacherEntry:
         input_shape: ``(channels, height, width)``.
         test_accuracy: expected top-1 on the data module's test split, as a fraction: measured when
             the file was made here, or the published figure (``make teacher-check`` re-measures it).
-        file_format: ``"distill"`` (made here, self-describing) or ``"published"`` (CRD/mdistiller).
+            ``None`` for a teacher made here whose accuracy is not known in advance: the expected value is
+            then the one the file records (what ``ExportTeacher`` measured when it wrote the file).
+        file_format: ``"distill"`` (made here, self-describing), ``"published"`` (CRD/mdistiller) or
+            ``"torchvision"`` (torchvision's published state_dict files).
         config: the config that makes a ``distill`` file, layered on ``configs/base.yaml`` and
             ``configs/data/<data>.yaml``.
         data: the data layer's name: ``make teacher NAME=<config stem> DATA=<data>`` makes the file.
-        source: where a ``published`` file comes from.
+        source: where a downloaded (``published`` or ``torchvision``) file comes from.
     """
 
     name: str
@@ -59,7 +67,7 @@ class TeacherEntry:
     checkpoint: str
     num_classes: int
     input_shape: tuple[int, int, int]
-    test_accuracy: float
+    test_accuracy: float | None
     file_format: str = SELF_DESCRIBING
     config: str | None = None
     data: str | None = None
@@ -81,6 +89,11 @@ class TeacherEntry:
         return self.candidates[0]
 
     @property
+    def downloaded(self) -> bool:
+        """Whether the file is fetched by the user (published weights) rather than made here."""
+        return self.file_format in DOWNLOADED
+
+    @property
     def how_to_make(self) -> str:
         """How to get the file: the command that makes it here, or where to download it and put it."""
         if self.file_format == PUBLISHED:
@@ -88,12 +101,17 @@ class TeacherEntry:
                 f"download {self.source} and extract it into ${TEACHER_DIR_VARIABLE} or teachers/checkpoints "
                 "(tar xf cifar_teachers.tar -C <folder>)"
             )
+        if self.file_format == TORCHVISION:
+            return (
+                f"download {self.source} and put it, unchanged, at ${TEACHER_DIR_VARIABLE}/{self.checkpoint} "
+                f"or teachers/checkpoints/{self.checkpoint}"
+            )
         return f"make teacher NAME={Path(self.config).stem} DATA={self.data}"
 
     @property
     def remedy(self) -> str:
         """``how_to_make`` as the end of an error message."""
-        return self.how_to_make if self.file_format == PUBLISHED else f"make it with `{self.how_to_make}`"
+        return self.how_to_make if self.downloaded else f"make it with `{self.how_to_make}`"
 
     def missing_message(self) -> str:
         """One line: the file is missing, where it goes, and where it comes from."""
@@ -137,6 +155,32 @@ TEACHERS: dict[str, TeacherEntry] = {
         _published("wrn_40_2", 0.7561),
         _published("vgg13", 0.7464),
         _published("ResNet50", 0.7934),
+        # The TALS recipe's teacher (CIFAR-100 ResNet-34 -> ResNet-18): no published file, so it is made here
+        # (CE, the CIFAR-100 recipe). Its accuracy is not known in advance: the file records what was measured.
+        TeacherEntry(
+            name="ResNet34_cifar100",
+            architecture="ResNet34",
+            dataset="distill.data.CIFAR100DataModule",
+            checkpoint="ResNet34_cifar100.pt",
+            num_classes=100,
+            input_shape=(3, 32, 32),
+            test_accuracy=None,
+            config="configs/teachers/ResNet34_cifar100.yaml",
+            data="cifar100",
+        ),
+        # torchvision's ResNet-34 (ResNet34_Weights.IMAGENET1K_V1): 73.314% ImageNet top-1 in torchvision's
+        # documentation (the TTM paper's R34 teacher, 73.31).
+        TeacherEntry(
+            name="imagenet_resnet34_torchvision",
+            architecture="imagenet_resnet34",
+            dataset="distill.data.ImageNetDataModule",
+            checkpoint="imagenet/resnet34-b627a593.pth",
+            num_classes=1000,
+            input_shape=(3, 224, 224),
+            test_accuracy=0.73314,
+            file_format=TORCHVISION,
+            source=f"{TORCHVISION_MODELS}/resnet34-b627a593.pth (torchvision's ResNet34_Weights.IMAGENET1K_V1)",
+        ),
         TeacherEntry(
             name="fashion_mnist_cnn",
             architecture="cnn_large",

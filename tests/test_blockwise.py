@@ -123,7 +123,7 @@ def blockkd_module(policy=None, student="cnn_small", divergence=None, **method) 
         teacher="digits_cnn",
         temperature_policy=policy if policy is not None else FixedTemperature(T=4.0, ce_weight=0.1, kd_weight=0.9),
         divergence=divergence,
-        method=BlockwiseDistillation(**method),
+        method=BlockwiseDistillation(**{"cross": True, **method}),  # the cross term on: every term tested
         optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=5e-4),
     )
 
@@ -351,7 +351,7 @@ def scalars(run_dir) -> dict[str, list[float]]:
 def test_cli_run_on_digits_lowers_the_loss_logs_stones_and_exports_only_the_student(tmp_path):
     layers = experiment("kd", pair="digits_cnn-cnn_small") + [BLOCKKD]
     cli = run_cli(tmp_path, "--trainer.limit_train_batches=8", "--per_sample_statistics.every_n_steps=4",
-                  config=layers)  # fmt: skip
+                  "--model.method.init_args.cross=true", config=layers)  # fmt: skip
     assert isinstance(cli.model.method, BlockwiseDistillation)
     logged = scalars(cli.trainer.log_dir)
     losses = logged["train/loss"]
@@ -384,3 +384,15 @@ def test_blockkd_trains_under_ddp(tmp_path):
     trainer.fit(module, DigitsDataModule(batch_size=32))
     assert trainer.state.finished
     assert all(not torch.equal(p.detach(), connectors[name]) for name, p in module.method.named_parameters())
+
+
+def test_without_stones_and_cross_term_it_is_the_plain_frame(digits_batch):
+    """Zero stone weights and no cross term leave exactly the student's own CE + KD term."""
+    images, labels, _ = digits_batch
+    module = blockkd_module(stone_weights=[0.0, 0.0], cross=False)
+    plain = blockkd_module()
+    plain.method = None
+    teacher_logits = module.teacher_logits(images)
+    with_method = module.training_loss(images, labels, teacher_logits).loss
+    without = plain.training_loss(images, labels, teacher_logits).loss
+    torch.testing.assert_close(with_method, without, rtol=1e-6, atol=1e-7)

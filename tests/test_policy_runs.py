@@ -26,7 +26,7 @@ THETA = "temperature_policy.theta"
 
 def test_every_policy_has_a_config():
     expected = {"kd", "lskd", "ctkd_global", "ctkd_instance", "max_logit", "max_logit_teacher", "tals",
-                "ttm", "wttm", "dkd"}  # fmt: skip
+                "ttm", "wttm", "dkd", "zdkd", "kd_lskd_weights"}  # fmt: skip
     assert set(TRAINABLE) == expected
     assert (METHOD_CONFIGS / "grid.yaml").is_file() and (METHOD_CONFIGS / "ce.yaml").is_file()
 

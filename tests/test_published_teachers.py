@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 from distill.data import IndexedTensorDataset
 from distill.errors import DistillError
 from distill.models import available, create
-from teachers import TEACHERS, ExportTeacher, TeacherEntry, load_teacher
+from teachers import TEACHERS, ExportTeacher, TeacherEntry, load_teacher, save_teacher_checkpoint
 from teachers.check import build_data_module, main, measure_teacher
-from teachers.registry import PUBLISHED
+from teachers.registry import PUBLISHED, TORCHVISION
 
 EXPECTED = {
     "resnet56": 72.34, "resnet110": 74.31, "resnet32x4": 79.42, "wrn_40_2": 75.61, "vgg13": 74.64, "ResNet50": 79.34,
@@ -294,3 +294,84 @@ def test_teacher_check_user_errors_are_one_line_and_status_2(capsys, monkeypatch
 def test_a_data_module_that_cannot_be_imported():
     with pytest.raises(DistillError, match="cannot be imported"):
         build_data_module("distill.data.NoSuchDataModule")
+
+
+# -- torchvision's ImageNet weights and teachers made here without a known accuracy -----------------------------------
+
+
+def test_the_torchvision_resnet34_entry():
+    entry = TEACHERS["imagenet_resnet34_torchvision"]
+    assert (entry.architecture, entry.num_classes, entry.input_shape) == ("imagenet_resnet34", 1000, (3, 224, 224))
+    assert entry.file_format == TORCHVISION and entry.downloaded
+    assert entry.test_accuracy == pytest.approx(0.7331, abs=1e-4)
+    assert entry.checkpoint == "imagenet/resnet34-b627a593.pth"
+    assert entry.source.startswith("https://download.pytorch.org/models/resnet34-b627a593.pth")
+
+
+def small_torchvision_entry() -> TeacherEntry:
+    """The torchvision entry with a small architecture (the reader does not depend on it), so the files stay small."""
+    return dataclasses.replace(TEACHERS["imagenet_resnet34_torchvision"], name="tiny_torchvision",
+                               architecture="resnet8", num_classes=100, input_shape=CIFAR)  # fmt: skip
+
+
+@pytest.mark.parametrize("zipfile_format", [True, False], ids=["zip", "legacy"])
+def test_a_torchvision_file_loads_strict_and_weights_only(folders, monkeypatch, zipfile_format):
+    """torchvision's files are plain state_dicts, in either of torch's formats (older releases used the legacy one)."""
+    entry = small_torchvision_entry()
+    monkeypatch.setitem(TEACHERS, entry.name, entry)
+    state = create("resnet8", 100, CIFAR).state_dict()
+    path = folders[0] / entry.checkpoint
+    path.parent.mkdir(parents=True)
+    torch.save(state, path, _use_new_zipfile_serialization=zipfile_format)
+    teacher = load_teacher(entry.name, 100, CIFAR)
+    assert all(torch.equal(teacher.state_dict()[key], value) for key, value in state.items())
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+@pytest.mark.parametrize("damage", ["missing", "pickled_code", "crd_layout", "another_architecture"])
+def test_a_bad_torchvision_file_is_one_line_saying_where_to_get_it(folders, monkeypatch, damage):
+    entry = small_torchvision_entry()
+    monkeypatch.setitem(TEACHERS, entry.name, entry)
+    path = folders[0] / entry.checkpoint
+    path.parent.mkdir(parents=True)
+    state = create("resnet8", 100, CIFAR).state_dict()
+    if damage == "pickled_code":
+        torch.save({**state, "hook": write_published}, path)
+    elif damage == "crd_layout":
+        torch.save({"epoch": 240, "model": state}, path)
+    elif damage == "another_architecture":
+        torch.save(create("resnet20", 100, CIFAR).state_dict(), path)
+    with pytest.raises(DistillError) as error:
+        load_teacher(entry.name, 100, CIFAR)
+    message = one_line(error)
+    assert "https://download.pytorch.org/models/resnet34-b627a593.pth" in message
+    assert f"$DISTILL_TEACHER_DIR/{entry.checkpoint}" in message
+    expected = {
+        "missing": f"{folders[0] / entry.checkpoint} or {folders[1] / entry.checkpoint} not found",
+        "pickled_code": "refuses tests.test_published_teachers.write_published",
+        "crd_layout": "not a torchvision weights file",
+        "another_architecture": "does not fit architecture 'resnet8'",
+    }[damage]
+    assert expected in message
+
+
+def test_downloaded_teachers_are_not_exported_over():
+    with pytest.raises(DistillError, match="published teacher"):
+        ExportTeacher(name="imagenet_resnet34_torchvision")
+    assert ExportTeacher(name="ResNet34_cifar100").path.name == "ResNet34_cifar100.pt"
+
+
+def test_teacher_check_of_a_teacher_without_a_registered_accuracy_uses_the_files(folders, monkeypatch, capsys):
+    """``ResNet34_cifar100`` (the TALS teacher) is made here; its expected accuracy is what its file recorded."""
+    entry = dataclasses.replace(TEACHERS["ResNet34_cifar100"], architecture="resnet8",
+                                dataset=f"{__name__}.RandomCifarDataModule")  # fmt: skip
+    assert TEACHERS["ResNet34_cifar100"].test_accuracy is None and entry.how_to_make == (
+        "make teacher NAME=ResNet34_cifar100 DATA=cifar100")
+    monkeypatch.setitem(TEACHERS, entry.name, entry)
+    save_teacher_checkpoint(folders[0] / entry.checkpoint, create("resnet8", 100, CIFAR), "resnet8", 100, CIFAR,
+                            entry.dataset, 0.8)  # fmt: skip
+    check = measure_teacher(entry.name, batch_size=50, device="cpu")
+    assert check.expected == pytest.approx(0.8) and check.below_expected
+    assert check.report().endswith("expected 80.00% (recorded in the file when it was made)")
+    assert main([entry.name, "--device=cpu"]) == 0
+    assert capsys.readouterr().err.startswith("warning: teacher ResNet34_cifar100 is ")

@@ -350,3 +350,23 @@ def test_a_config_value_of_several_layers_joined_by_plus(tmp_path):
     assert config_paths(commands[0])[4] == CONFIGS / "digits" / "dkd.yaml"
     record = yaml.safe_load((folder / "sweep.yaml").read_text())
     assert str(CONFIGS / "digits" / "ctkd.yaml") in record["config_sha256"]
+
+
+@pytest.mark.slow
+def test_keep_going_runs_the_other_points_and_reports_the_failure(tmp_path, capsys):
+    arguments = [*layers(METHODS / "kd.yaml"), "--set", "model.temperature_policy.init_args.T=2,-1",
+                 "--sweep_dir", str(tmp_path), "--name", "k", "--keep_going", "--", *TINY_RUN]  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        sweep.main(arguments)
+    assert stopped.value.code != 0
+    folder = tmp_path / "k"
+    assert read_run_metrics(folder / "T=2" / "seed0") is not None  # the good point finished
+    reason = (folder / "T=-1" / "seed0.failed").read_text()
+    assert reason.startswith("exit status ")  # a bad value stops that run before training
+    markdown = (folder / "results.md").read_text()
+    assert "T=-1/seed0 (failed: exit status " in markdown
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # again: the failed point is not retried, the finished one skipped
+        sweep.main(arguments)
+    messages = capsys.readouterr().err
+    assert "T=-1/seed0: skipped (failed earlier" in messages and "starting" not in messages

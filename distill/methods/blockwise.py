@@ -88,7 +88,7 @@ class BlockwiseDistillation(DistillationMethod):
         beta: float = 1.0,
         gamma: float = 1.0,
         stone_weights: Literal["halving", "uniform"] | list[float] = "halving",
-        cross: bool = True,
+        cross: bool = False,
         detach_ensemble: bool = True,
         cross_temperature: Literal["policy", "teacher"] = "policy",
         connector: ConnectorKind = "conv_bn",

@@ -24,6 +24,7 @@ import numpy as np
 from distill.errors import DistillError
 from distill.report.statistics import Comparison, mean_std
 from distill.run_metrics import read_run_metrics
+from distill.sweep.execute import failure_reason
 from distill.sweep.folder import read_sweep_file, run_dir
 
 RUN, GRID_MEAN, GRID_BEST = "run", "grid mean", "grid best (val)"
@@ -87,7 +88,8 @@ def collect(sweep_dir: str | os.PathLike) -> Table:
             groups[point["group"]].append(row)
         metrics = read_run_metrics(run_dir(sweep_dir, label, seed))
         if metrics is None:
-            unfinished.append(f"{label}/seed{seed}")
+            reason = failure_reason(sweep_dir, label, seed)
+            unfinished.append(f"{label}/seed{seed}" + (f" (failed: {reason})" if reason else ""))
             continue
         values = metrics["metrics"]
         if "test/acc1" in values:

@@ -170,6 +170,7 @@ def write_document(folder: Path) -> Path:
         "",
         *table_lines((folder / "results.md").read_text()),
         "",
+        *[line + "\n" for line in (folder / "results.md").read_text().splitlines() if line.startswith("Not finished")],
         f"![test top-1 per configuration]({relative}/results.png)",
         "",
         "## What holds and what does not",

@@ -90,7 +90,10 @@ STUDIES: dict[str, Plan] = {
             methods=study_methods("fashion_mnist"),
             quick_methods=quick_methods(),
             seeds=5,
-            extra=("--data.init_args.train_per_class=100",),
+            # The study's budget (every method alike): 100 images per class, batch 64, 40 epochs (640 steps), lr
+            # x0.1 at epochs 30 and 36, validation every 5 epochs (the last epoch's selects the grid's T).
+            extra=("--data.init_args.train_per_class=100", "--data.init_args.batch_size=64", "--trainer.max_epochs=40",
+                   "--model.lr_scheduler.init_args.milestones=[30,36]", "--trainer.check_val_every_n_epoch=5"),
             design=(
                 "The teacher (cnn_large, 57k parameters) is trained here on all 55,000 training images; the student "
                 "(cnn_tiny, 1.4k parameters) sees only 100 images per class (seeded, stratified), so the teacher "

@@ -48,7 +48,7 @@ def sweep_arguments(plan: Plan, runs: Path, quick: bool, jobs: int) -> list[str]
     extra = [*plan.extra, *(plan.quick_extra if quick else ()), "--trainer.enable_progress_bar=false"]
     methods = plan.quick_methods if quick else plan.methods
     return [*layers, "--set", "config=" + ",".join(methods), "--seeds", seeds, "--sweep_dir", str(runs),
-            "--name", plan.name, "--jobs", str(jobs), "--baseline", BASELINE, "--", *extra]  # fmt: skip
+            "--name", plan.name, "--jobs", str(jobs), "--baseline", BASELINE, "--keep_going", "--", *extra]  # fmt: skip
 
 
 def runs_table(sweep_dir: Path) -> list[dict]:
@@ -122,9 +122,11 @@ def run_study(plan: Plan, runs: Path, out: Path, quick: bool = False, jobs: int 
     """
     arguments = sweep_arguments(plan, runs, quick, jobs)
     started = time.time()
-    code = sweep_main(arguments)
-    if code:
-        raise DistillError(f"study {plan.name}: the sweep stopped with exit status {code}; fix it and run again")
+    try:  # a method that fails (e.g. diverges) is reported with its reason, not a reason to stop the study
+        sweep_main(arguments)
+    except SystemExit as stopped:
+        if not (runs / plan.name / "results.csv").is_file():
+            raise DistillError(f"study {plan.name}: the sweep stopped ({stopped.code}) before any run finished") from None
     wall = time.time() - started
     sweep_dir = runs / plan.name
     build_report(sweep_dir, BASELINE)

@@ -61,6 +61,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
                         help="an #SBATCH option for the array script, e.g. --sbatch=--time=04:00:00 (repeatable)")
     parser.add_argument("--baseline", metavar="ROW", help="the report's baseline row, e.g. 'grid best (val)'")
+    parser.add_argument("--keep_going", action="store_true",
+                        help="a failing point does not stop the others; it is reported with its reason and not "
+                             "retried by a later --keep_going run (a run without it retries it)")  # fmt: skip
     parser.add_argument("--dry_run", "--print_commands", action="store_true",
                         help="write the sweep folder and print the commands (slurm: the sbatch command); "
                         "run nothing")  # fmt: skip
@@ -193,15 +196,18 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         for point in points:
             print(shlex.join(fit_command(point, sweep_dir, sweep.extra)), flush=True)
         return 0
-    results = run_points(points, sweep_dir, sweep.extra, sweep.cwd, args.jobs)
+    results = run_points(points, sweep_dir, sweep.extra, sweep.cwd, args.jobs, keep_going=args.keep_going)
     counts = {outcome: sum(result.outcome is outcome for result in results) for outcome in Outcome}
     say(", ".join(f"{count} {outcome.value}" for outcome, count in counts.items() if count))
-    failed = [result for result in results if result.outcome is Outcome.FAILED]
-    if failed:
+    failed = [result for result in results if result.outcome in (Outcome.FAILED, Outcome.FAILED_EARLIER)]
+    if failed and not args.keep_going:
         say(f"stopped after a failure; fix it and continue with: distill-sweep --resume {sweep_dir}")
         return failed[0].status
     if any(finished(sweep_dir, point) for point in points):
         report(sweep_dir)
+    if failed:
+        say(f"{len(failed)} point(s) failed (the report lists them with their reasons); --keep_going kept the rest going")
+        return failed[0].status or 1
     return 0
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from distill.atomic_file import write_atomically
 from distill.run_metrics import read_run_metrics
 from distill.sweep.definition import Point
 from distill.sweep.folder import point_file, run_dir
@@ -40,6 +41,7 @@ class Outcome(Enum):
     BUSY = "skipped (running in another process)"
     DONE = "done"
     FAILED = "failed"
+    FAILED_EARLIER = "skipped (failed earlier; --keep_going does not retry it)"
     NOT_STARTED = "not started (an earlier point failed)"
 
 
@@ -57,14 +59,22 @@ def say(message: str) -> None:
 
 
 def run_points(
-    points: list[Point], sweep_dir: Path, extra: list[str], cwd: str, jobs: int = 1, total: int | None = None
+    points: list[Point], sweep_dir: Path, extra: list[str], cwd: str, jobs: int = 1, total: int | None = None,
+    keep_going: bool = False,
 ) -> list[Result]:
-    """Run ``points`` (``jobs`` at a time); after a failure no new point starts, running ones finish.
+    """Run ``points`` (``jobs`` at a time); after a failure no new point starts, running ones finish
+    (``keep_going``: every point runs, and a point that failed in an earlier call is not retried).
     ``total``: the sweep's number of points, for the ``[i/total]`` in messages (default: ``len(points)``)."""
-    stop = threading.Event()
     total = total or len(points)
+    stop = threading.Event()
+    earlier: list[Result] = []
+    if keep_going:  # a failure never stops the others; points that failed in an earlier call stay failed
+        stop = _NeverSet()
+        earlier = [Result(point, Outcome.FAILED_EARLIER) for point in points if _failed_earlier(point, sweep_dir, total)]
+        skipped = {id(result.point) for result in earlier}
+        points = [point for point in points if id(point) not in skipped]
     if jobs <= 1:
-        results = []
+        results = list(earlier)
         for point in points:
             results.append(run_point(point, sweep_dir, extra, cwd, total, stop, slot=None, jobs=1))
         return results
@@ -80,7 +90,7 @@ def run_points(
             slots.put(slot)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(in_a_slot, points))
+        return earlier + list(pool.map(in_a_slot, points))
 
 
 def run_point(
@@ -129,12 +139,49 @@ def run_point(
         if metrics is None:
             stop.set()
             reason = f"exit status {status}" if status else f"it wrote no {folder / 'metrics.json'}"
+            error = last_error_line(log_path)
+            write_atomically(point_file(sweep_dir, point.label, point.seed, FAILED_SUFFIX),
+                             f"{reason}: {error}\n" if error else f"{reason}\n")  # fmt: skip
             say(f"{prefix}: FAILED ({reason})" + (f"; see {log_path}" if log_path else ""))
             return Result(point, Outcome.FAILED, status or 1)
+        point_file(sweep_dir, point.label, point.seed, FAILED_SUFFIX).unlink(missing_ok=True)
         accuracy = metrics["metrics"].get("test/acc1")
         tested = f", test top-1 {100 * accuracy:.2f}%" if accuracy is not None else ""
         say(f"{prefix}: done in {seconds:.0f} s{tested}")
         return Result(point, Outcome.DONE)
+
+
+FAILED_SUFFIX = ".failed"
+
+
+class _NeverSet(threading.Event):
+    """A stop flag that ``--keep_going`` never raises."""
+
+    def set(self) -> None:
+        pass
+
+
+def failure_reason(sweep_dir: Path, label: str, seed: int) -> str | None:
+    """The one-line reason a point failed (its ``.failed`` file), or ``None`` if it has not failed."""
+    path = point_file(sweep_dir, label, seed, FAILED_SUFFIX)
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _failed_earlier(point: Point, sweep_dir: Path, total: int) -> bool:
+    """True (and said) for a point whose last run failed and has not finished since (``--keep_going`` skips it)."""
+    reason = failure_reason(sweep_dir, point.label, point.seed)
+    if reason is None or point_state(run_dir(sweep_dir, point.label, point.seed))[0] is State.FINISHED:
+        return False
+    say(f"[{point.index}/{total}] {point.name}: {Outcome.FAILED_EARLIER.value} ({reason})")
+    return True
+
+
+def last_error_line(log_path: Path | None) -> str | None:
+    """The last ``error:`` line of a point's output file (the one-line reason ``distill`` printed)."""
+    if log_path is None or not log_path.is_file():
+        return None
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if "error:" in line]
+    return lines[-1] if lines else None
 
 
 def wait_gracefully(child: subprocess.Popen, grace_seconds: float = 60.0) -> int:
