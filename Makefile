@@ -7,11 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # An experiment is config layers: base, data set (+ its recipe), teacher/student pair, method, and the
 # data set's adjustment of that method where one exists (configs/<data>/<method>.yaml, or the file named
-# by the method's family, e.g. configs/digits/ctkd.yaml for ctkd_global and ctkd_instance).
+# by the method's family, e.g. configs/digits/ctkd.yaml for ctkd_global and ctkd_instance, where the family
+# is not a method of its own: kd_lskd_weights never takes configs/<data>/kd.yaml).
 DATA ?= digits
 PAIR ?= digits_cnn-mlp_small
 METHOD ?= tals
-ADJUSTMENT = $(sort $(wildcard configs/$(DATA)/$(METHOD).yaml configs/$(DATA)/$(firstword $(subst _, ,$(METHOD))).yaml))
+FAMILY = $(firstword $(subst _, ,$(METHOD)))
+ADJUSTMENT = $(or $(wildcard configs/$(DATA)/$(METHOD).yaml),$(if $(wildcard configs/methods/$(FAMILY).yaml),,$(wildcard configs/$(DATA)/$(FAMILY).yaml)))
 CONFIG ?= configs/base.yaml configs/data/$(DATA).yaml configs/pairs/$(PAIR).yaml configs/methods/$(METHOD).yaml $(ADJUSTMENT)
 CONFIG_ARGS = $(foreach layer,$(CONFIG),--config $(layer))
 ARGS ?=

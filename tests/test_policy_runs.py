@@ -42,8 +42,13 @@ def last_checkpoint(log_dir: str | Path) -> Path:
     return Path(log_dir) / "checkpoints" / "last.ckpt"
 
 
+# LSKD's T and weights without the z-score: a KD weight of 9 x T^2 = 36 on raw logits diverges at digits'
+# lr 0.1 (measured; the study reports it as a failed run). z-scoring is what makes that weight safe.
+DIVERGES_ON_DIGITS = {"kd_lskd_weights"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", TRAINABLE)
+@pytest.mark.parametrize("policy", [name for name in TRAINABLE if name not in DIVERGES_ON_DIGITS])
 def test_policy_config_trains(tmp_path, policy):
     cli = run_cli(tmp_path, *BUDGET, config=experiment(policy))
     log_dir = Path(cli.trainer.log_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distill.layers import CONFIGS
+from distill.layers import CONFIGS, adjustment_layers
 
 BASELINE = "grid best (val)"
 
@@ -45,8 +45,9 @@ class Plan:
     design: str = ""
     quick_methods: tuple[str, ...] = ()
     quick_extra: tuple[str, ...] = field(default=(
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=1", "--trainer.num_sanity_val_steps=0",
+        # Batch counts of 2, not 1: the command line reads 1 as the fraction 1.0, every batch.
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+        "--trainer.limit_test_batches=2", "--trainer.num_sanity_val_steps=0",
     ))  # fmt: skip
 
     def layers(self) -> list[str]:
@@ -61,22 +62,13 @@ def quick_methods() -> tuple[str, ...]:
 
 def study_methods(data: str) -> tuple[str, ...]:
     """Every method of the study on ``data``, with that data set's adjustments where they exist."""
-    adjustment = lambda name: [f"{data}/{name}.yaml"] if (CONFIGS / data / f"{name}.yaml").is_file() else []  # noqa: E731
-    return (
-        method("ce"),
-        method("grid"),
-        method("lskd"),
-        method("kd_lskd_weights"),  # LSKD's T and weights without the z-score: is the gain the z-score's?
-        method("ctkd_global", *adjustment("ctkd")),
-        method("ctkd_instance", *adjustment("ctkd")),
-        method("max_logit"),
-        method("max_logit_teacher"),
-        method("tals"),
-        method("dkd", *adjustment("dkd")),
-        method("ttm", *adjustment("ttm")),
-        method("wttm", *adjustment("wttm")),
-        method("kd", "methods/blockkd.yaml"),
-    )
+    def adjusted(name: str) -> str:
+        return method(name, *(str(path.relative_to(CONFIGS)) for path in adjustment_layers(name, data)))
+
+    names = ("ce", "grid", "lskd", "kd_lskd_weights", "ctkd_global", "ctkd_instance", "max_logit",
+             "max_logit_teacher", "tals", "dkd", "ttm", "wttm")  # fmt: skip
+    # kd_lskd_weights: LSKD's T and weights without the z-score (is the gain the z-score's?); Block-KD on KD.
+    return (*(adjusted(name) for name in names), method("kd", "methods/blockkd.yaml"))
 
 
 STUDIES: dict[str, Plan] = {
