@@ -51,11 +51,11 @@ def scalar_steps(run: Path, tag: str) -> list[tuple[int, float]]:
     return [(event.step, event.value) for event in events.Scalars(tag)]
 
 
-def test_resumed_runs_continue_in_their_folder_under_the_output_root(tmp_path, capsys):
+def test_resumed_runs_continue_in_their_folder_under_the_output_root(tmp_path, capsys, monkeypatch):
     from distill.cli import cli_main
 
     root = tmp_path / "scratch"
-    os.chdir(tmp_path)  # nothing may land in the working directory
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory (restored after the test)
 
     def fit(*args: str):
         budget = ("--trainer.limit_train_batches=2", "--test_after_fit=false", "--per_sample_statistics=null")
