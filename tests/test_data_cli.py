@@ -43,6 +43,20 @@ def test_cifar100_run(tmp_path, augmentation):
 
 
 @pytest.mark.slow
+def test_cifar100_resumed_run_continues_exactly(tmp_path):
+    """2 epochs + resume for a 3rd equals 3 epochs straight, bit for bit: same order, same augmentations."""
+    random_cifar100(tmp_path / "data", train=1000, test=200)
+    common = (f"--data.data_dir={tmp_path / 'data'}", "--data.val_size=100", "--data.cutout=true", "--test_after_fit=false")
+    straight = run(tmp_path / "straight", "cifar100.yaml", *common, "--trainer.max_epochs=3")
+    first = run(tmp_path / "resumed", "cifar100.yaml", *common, "--trainer.max_epochs=2")
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    resumed = run(tmp_path / "resumed", "cifar100.yaml", *common, "--trainer.max_epochs=3", f"--ckpt_path={last}")
+    assert resumed.trainer.global_step == straight.trainer.global_step == 12
+    for name, value in straight.model.student.state_dict().items():
+        assert torch.equal(resumed.model.student.state_dict()[name], value), name
+
+
+@pytest.mark.slow
 def test_fashion_mnist_run(tmp_path):
     random_fashion_mnist(tmp_path / "data", train=600, test=100)
     cli = run(tmp_path, "fashion_mnist.yaml", f"--data.data_dir={tmp_path / 'data'}", "--data.val_size=100")

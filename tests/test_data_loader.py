@@ -101,6 +101,18 @@ def test_order_and_augmentation_depend_on_seed_and_epoch_only():
     assert indices_of(run(2, 4)) != indices_of(first)
 
 
+def test_an_iterator_made_before_set_epoch_serves_the_epoch_set_after():
+    """Lightning makes the train iterator, then calls set_epoch (and on resume makes no other one)."""
+    data = dataset()
+    early = TensorBatchLoader(data, 8, train=True, seed=3, transform=augmentation())
+    iterator = iter(early)
+    early.sampler.set_epoch(3)
+    expected = epoch_of(TensorBatchLoader(data, 8, train=True, seed=3, transform=augmentation()), 3)
+    for (a, _, ia), (b, _, ib) in zip(iterator, expected, strict=True):
+        assert torch.equal(ia, ib) and torch.equal(a, b)  # the order and the augmentation of epoch 3
+    assert early.state_dict()["epoch"] == 3
+
+
 def test_state_dict_resumes_mid_epoch_with_the_same_batches():
     data = dataset()
     straight = epoch_of(TensorBatchLoader(data, 8, train=True, seed=3, transform=augmentation()), 2)
@@ -141,7 +153,7 @@ class RecordPosition(L.Callback):
     is written), next to Lightning's batch index."""
 
     def __init__(self):
-        self.seen: list[tuple[int, int, int]] = []
+        self.seen: list[tuple[int, int, int, int]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         state = trainer.train_dataloader.state_dict()

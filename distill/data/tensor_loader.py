@@ -111,6 +111,9 @@ class TensorBatchLoader:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self):
+        # A generator: the epoch and the start are read at the first batch, not when the iterator is made.
+        # Lightning makes the train iterator before it calls ``set_epoch`` (and, on resume, does not make
+        # another one), so reading the epoch here eagerly would replay the wrong epoch.
         epoch = self.sampler.epoch
         start = 0
         if self._resume_at is not None:
@@ -119,7 +122,7 @@ class TensorBatchLoader:
             if resume_epoch == epoch:
                 start = min(resume_batches, len(self))
         self._epoch, self._batches_yielded = epoch, start
-        return self._batches(epoch, start)
+        yield from self._batches(epoch, start)
 
     def _batches(self, epoch: int, start: int):
         device = self.placement.device
