@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,9 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmarks {unknown}: choose from {', '.join(BENCHMARKS)}")
     started = time.perf_counter()
     figures: list[Figure] = []
+    failed = []
     for name in chosen:
         print(f"benchmarks: {name} ({mode})", file=sys.stderr, flush=True)
-        figures += BENCHMARKS[name](mode, {"kd_step_ms": kd_step_ms(figures)})
+        try:
+            figures += BENCHMARKS[name](mode, {"kd_step_ms": kd_step_ms(figures)})
+        except Exception as error:  # one broken benchmark must not lose the others' measurements
+            traceback.print_exc()
+            failed.append(name)
+            figures.append(Figure(f"{name}.failed", f"benchmark {name} failed", float("nan"), "",
+                                  note=f"{type(error).__name__}: {error}"))  # fmt: skip
     results = {
         "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "mode": mode,
@@ -115,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     report = markdown(results)
     (args.out / "benchmarks.md").write_text(report)
     print(report)
+    if failed:
+        print(f"benchmarks: failed: {', '.join(failed)} (the other figures were written)", file=sys.stderr)
+        return 1
     return 0
 
 
