@@ -145,7 +145,7 @@ class DistillationModule(L.LightningModule):
         # [N, C] teacher logits by training-sample index, filled at the start of fit (never checkpointed).
         self.register_buffer("cached_teacher_logits", None, persistent=False)
         top_k = min(5, num_classes)
-        self.train_window = TrainMetricWindow(top_k, method.scalar_names() if method is not None else ())
+        self.train_window = TrainMetricWindow(method.scalar_names() if method is not None else ())
         # Per-sample losses and teacher stds since the last finiteness check (references only; see check_finite).
         self.nonfinite = NonFiniteWatch()
         # Validation/test: states updated per batch, computed (and summed over DDP ranks) once per epoch.
@@ -342,7 +342,9 @@ class DistillationModule(L.LightningModule):
             ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
             loss = ce.mean()
             self.nonfinite.add(self.global_step, self.current_epoch, index, ce, loss=loss)
-            self._log_train_step(loss, loss, torch.zeros_like(loss), student_logits, labels)
+            correct = (student_logits.detach().argmax(-1) == labels).sum()
+            self._log_train_step(loss, loss, torch.zeros_like(loss), correct, len(labels))
+            self._end_of_step()
             return loss
         teacher_logits = self.training_teacher_logits(images, index)
         self._first_pass_teacher_logits = teacher_logits  # SAM's second pass reuses them (frozen teacher)
@@ -354,7 +356,8 @@ class DistillationModule(L.LightningModule):
             values["kd_weight"], values["sigma"], loss=step.loss,
         )  # fmt: skip
         loss_kd = step.loss.detach() - step.task
-        self._log_train_step(step.loss, step.task, loss_kd, step.student_logits, labels, step.scalars)
+        self._log_train_step(step.loss, step.task, loss_kd, values["student_correct"].sum(), len(labels), step.scalars)
+        self._end_of_step()
         self._first_pass_per_sample = step.per_sample  # what SAM's second pass returns for this step
         return {"loss": step.loss, "per_sample": step.per_sample}
 
@@ -369,16 +372,22 @@ class DistillationModule(L.LightningModule):
             loss = self.training_loss(images, labels, self._first_pass_teacher_logits).loss
         return {"loss": loss, "per_sample": self._first_pass_per_sample}
 
-    def _log_train_step(self, loss, loss_ce, loss_kd, logits, labels, scalars=None) -> None:
-        """Add the step to the on-device window; every ``log_every_n_steps`` steps, publish its means.
+    def _log_train_step(self, loss, loss_ce, loss_kd, correct, batch_size, scalars=None) -> None:
+        """Add the step's scalars to the on-device window (published every ``log_every_n_steps`` steps).
 
-        ``scalars`` are a composed method's extra 0-d values (Block-KD's ``stone_<i>_loss``), averaged alike.
+        ``correct``: the 0-d number of correct top-1 predictions among ``batch_size`` samples. ``scalars`` are a
+        composed method's extra 0-d values (Block-KD's ``stone_<i>_loss``), averaged alike.
+        """
+        self.train_window.add(loss, loss_ce, loss_kd, correct, batch_size, scalars)
+
+    def _end_of_step(self) -> None:
+        """Every ``log_every_n_steps`` steps: the non-finite check, then the window's means published.
+
         The means go straight to the loggers (TensorBoard ``train/loss``, ``train/loss_ce``, ...), to the
         progress bar (``train/loss``) and to ``trainer.callback_metrics``, on global rank 0, with one host
         sync. ``self.log`` is not used here: Lightning's result collection costs about 2 ms a call (even
         once per interval that was 7% of a digits epoch); epoch-level validation/test metrics still use it.
         """
-        self.train_window.add(loss, loss_ce, loss_kd, logits, labels, scalars)
         trainer = self._trainer
         if trainer is not None and (self.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0:
             self.check_finite()

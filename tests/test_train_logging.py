@@ -84,13 +84,13 @@ def test_logged_values_are_the_window_means_at_lightnings_steps(tmp_path, every)
     assert float(trainer.callback_metrics["train/acc1"]) == pytest.approx(written[-1][1]["train/acc1"])
 
 
-def test_window_counts_top_k_and_resets():
-    window = TrainMetricWindow(top_k=2)
-    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
-    labels = torch.tensor([0, 2, 0])  # top-1: right, wrong, wrong; top-2: right, right, wrong
-    for loss in (1.0, 3.0):
-        window.add(torch.tensor(loss), torch.tensor(0.5), torch.tensor(loss - 0.5), logits, labels)
+def test_window_averages_losses_over_steps_and_accuracy_over_samples_and_resets():
+    window = TrainMetricWindow(extra_names=("stone_1_loss",))
+    window.add(torch.tensor(1.0), torch.tensor(0.5), torch.tensor(0.5), torch.tensor(3), 4,
+               {"stone_1_loss": torch.tensor(2.0)})  # fmt: skip
+    window.add(torch.tensor(3.0), torch.tensor(0.5), torch.tensor(2.5), torch.tensor(1), 6,
+               {"stone_1_loss": torch.tensor(4.0)})  # fmt: skip
     means = window.pop_means()
     assert float(means["loss"]) == 2.0 and float(means["loss_ce"]) == 0.5 and float(means["loss_kd"]) == 1.5
-    assert float(means["acc1"]) == pytest.approx(1 / 3) and float(means["acc5"]) == pytest.approx(2 / 3)
-    assert window.steps_since_pop == 0 and not window.sums.any()
+    assert float(means["acc1"]) == pytest.approx(4 / 10) and float(means["stone_1_loss"]) == 3.0
+    assert window.steps_since_pop == 0 and window.samples_since_pop == 0 and not window.sums.any()
