@@ -22,6 +22,7 @@ import torch
 
 from benchmarks import (
     blockwise_step, cifar_loader, framework_overhead, gpu_throughput, per_sample_overhead, policy_overhead,
+    teacher_cache,
 )  # fmt: skip
 from benchmarks.harness import MODES, Figure, device, environment
 
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[str, dict], list[Figure]]] = {
     "per_sample": lambda mode, context: per_sample_overhead.run(mode),
     "blockkd": lambda mode, context: blockwise_step.run(mode),
     "loader": lambda mode, context: cifar_loader.run(mode),
+    "cache": lambda mode, context: teacher_cache.run(mode),
     "gpu": lambda mode, context: gpu_throughput.run(mode),
 }
 
