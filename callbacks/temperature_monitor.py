@@ -131,12 +131,15 @@ def hparams_summaries(params: Mapping[str, Any], metric_names: Mapping[str, floa
 def temperature_summary(per_sample: Mapping[str, torch.Tensor], prefix: str = "temperature") -> dict[str, torch.Tensor]:
     """Batch mean, min and max of ``teacher_T`` and ``student_T`` (``[B]`` each) as 0-d tensors on
     their device: ``{"<prefix>/teacher_T_mean": ..., ...}``."""
+    names = ("teacher_T", "student_T")
+    values = torch.stack([per_sample[name].detach().float() for name in names])  # [2, B]: three reductions in all
+    low, high = values.aminmax(dim=1)
+    mean = values.mean(dim=1)
     summary: dict[str, torch.Tensor] = {}
-    for name in ("teacher_T", "student_T"):
-        values = per_sample[name].detach().float()
-        summary[f"{prefix}/{name}_mean"] = values.mean()
-        summary[f"{prefix}/{name}_min"] = values.min()
-        summary[f"{prefix}/{name}_max"] = values.max()
+    for row, name in enumerate(names):
+        summary[f"{prefix}/{name}_mean"] = mean[row]
+        summary[f"{prefix}/{name}_min"] = low[row]
+        summary[f"{prefix}/{name}_max"] = high[row]
     return summary
 
 
