@@ -47,7 +47,7 @@ class Plan:
     quick_extra: tuple[str, ...] = field(default=(
         # Batch counts of 2, not 1: the command line reads 1 as the fraction 1.0, every batch.
         "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
-        "--trainer.limit_test_batches=2", "--trainer.num_sanity_val_steps=0",
+        "--trainer.limit_test_batches=2", "--trainer.num_sanity_val_steps=0", "--trainer.check_val_every_n_epoch=1",
     ))  # fmt: skip
 
     def layers(self) -> list[str]:
