@@ -6,7 +6,8 @@
 - A run folder is ``<save_dir>/<name>/<version>``; its checkpoints are ``<run folder>/checkpoints/*.ckpt``.
 - Resuming from a checkpoint inside a run folder continues in that folder (same version, so its TensorBoard
   curves continue); ``--ckpt_path=last`` is the newest checkpoint of the run's name (of its version when
-  the version is given), by training step, then by modification time.
+  the version is given), by training step, then by modification time, among the folders whose recorded
+  ``seed_everything`` is this run's seed (two seeds of the same layers share a name; one never resumes the other).
 - The previous ``config.yaml`` of a folder that a run continues in is kept as ``config.previous-<n>.yaml``.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 
 CHECKPOINT_FOLDER = "checkpoints"
@@ -75,6 +77,26 @@ def run_folders(save_dir: str | os.PathLike, name: str, version: str | None) -> 
     return [path for path in root.glob("*") if path.is_dir()] if root.is_dir() else []
 
 
+def recorded_seed(run_folder: Path) -> int | None:
+    """The ``seed_everything`` of the run's ``config.yaml`` (an int), or ``None`` where none is readable."""
+    try:
+        seed = yaml.safe_load((Path(run_folder) / "config.yaml").read_text()).get("seed_everything")
+    except (OSError, AttributeError, yaml.YAMLError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def same_seed(folders: list[Path], seed) -> tuple[list[Path], list[Path]]:
+    """``folders`` split into those whose recorded seed is ``seed`` (or unknown) and those of another seed. A ``seed``
+    that is not an int (``seed_everything: true`` draws one at random) matches every folder."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return folders, []
+    kept, other = [], []
+    for folder in folders:
+        (other if recorded_seed(folder) not in (None, seed) else kept).append(folder)
+    return kept, other
+
+
 def keep_previous_config(run_dir: str | os.PathLike, filename: str = "config.yaml") -> Path | None:
     """Rename ``<run_dir>/<filename>`` to ``config.previous-<n>.yaml`` (the first free n); the path it got, if any."""
     saved = Path(run_dir) / filename
@@ -130,11 +152,17 @@ def place_run(config, fit: bool) -> str | None:
     notice = None
     if config.get("ckpt_path") == "last":
         name, version = main.get("name") or "", main.get("version")
-        newest = newest_checkpoint(run_folders(main["save_dir"], name, None if version is None else str(version)))
+        folders = run_folders(main["save_dir"], name, None if version is None else str(version))
+        seed = config.get("seed_everything")
+        folders, other_seeds = same_seed(folders, seed) if version is None else (folders, [])
+        newest = newest_checkpoint(folders)
         config["ckpt_path"] = str(newest) if newest is not None else None
         if newest is None:
             where = Path(main["save_dir"]) / name / (str(version) if version is not None else "*")
             notice = f"distill: --ckpt_path=last: no checkpoint in {where}/checkpoints yet: starting a new run"
+            if newest_checkpoint(other_seeds) is not None:
+                notice = (f"distill: --ckpt_path=last: no checkpoint of seed {seed} in {where}/checkpoints (only runs "
+                          "of other seeds): starting a new run")
     checkpoint = config.get("ckpt_path")
     run = run_folder_of(checkpoint) if checkpoint else None
     if run is not None:

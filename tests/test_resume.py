@@ -102,3 +102,23 @@ def test_a_run_resumed_from_a_mid_epoch_step_checkpoint_ends_bit_for_bit_as_one_
     same_training_state(Path(resumed.trainer.log_dir) / "checkpoints" / "last.ckpt", checkpoints / "last.ckpt")
     if method == "ctkd_global":  # the learned temperature moved, and identically
         assert float(resumed.model.temperature_policy.theta) != 1.0
+
+
+def test_last_resumes_only_a_run_of_the_same_seed(tmp_path, capsys, monkeypatch):
+    """Two seeds of the same layers share a run name; ``--ckpt_path=last`` of one never continues the other."""
+    from distill.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+
+    def fit(seed: int, epochs: int):
+        budget = ("--trainer.limit_train_batches=2", "--test_after_fit=false", "--per_sample_statistics=null")
+        return cli_main(["fit", *config_args(DEFAULT_CONFIG), *SHORT_RUN, *budget, f"--seed_everything={seed}",
+                         f"--trainer.default_root_dir={tmp_path}", f"--trainer.max_epochs={epochs}", "--ckpt_path=last"])
+
+    seed0 = Path(fit(0, 1).trainer.log_dir)
+    capsys.readouterr()
+    seed1 = fit(1, 1)  # seed 0's checkpoint is the only one under this name: not taken
+    assert Path(seed1.trainer.log_dir) != seed0 and seed1.trainer.global_step == 2
+    assert "no checkpoint of seed 1" in capsys.readouterr().err
+    again = fit(0, 2)  # seed 0 continues its own folder, although seed 1's checkpoint is as new
+    assert Path(again.trainer.log_dir) == seed0 and again.trainer.global_step == 4

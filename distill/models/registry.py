@@ -27,13 +27,13 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, num_classes: int, input_shape: Sequence[int] = (1, 8, 8), **kwargs) -> nn.Module:
+def create(name: str, num_classes: int = 100, input_shape: Sequence[int] = (3, 32, 32), **kwargs) -> nn.Module:
     """Build the model registered as ``name``.
 
     Args:
         name: a registered name (see ``available()``).
-        num_classes: number of output logits C.
-        input_shape: ``(channels, height, width)`` of one image.
+        num_classes: number of output logits C (default: CIFAR-100's 100).
+        input_shape: ``(channels, height, width)`` of one image (default: CIFAR's ``(3, 32, 32)``).
         **kwargs: passed to the model's factory.
 
     Returns:
