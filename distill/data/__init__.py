@@ -6,6 +6,7 @@ from distill.data.digits import DigitsDataModule
 from distill.data.fashion_mnist import FashionMNISTDataModule
 from distill.data.imagenet import ImageNetDataModule
 from distill.data.indexed import IndexedSubset, IndexedTensorDataset
+from distill.data.resumable_loader import ResumableImageLoader
 from distill.data.tensor_loader import TensorBatchLoader
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "ImageNetDataModule",
     "IndexedSubset",
     "IndexedTensorDataset",
+    "ResumableImageLoader",
     "TensorBatchLoader",
 ]

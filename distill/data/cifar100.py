@@ -225,8 +225,8 @@ class CIFAR100DataModule(InMemoryDataModule):
 
     def _per_image_loader(self, split: str, transform, train: bool) -> DataLoader:
         dataset = self.datasets[split].with_transform(transform)
+        # Training: a ResumableImageLoader (resumes mid-epoch exactly; per-sample seeded augmentation).
         return sharded_dataloader(
-            dataset, self.batch_size, train, placement_of(self.trainer), shuffle_seed(self.seed), self.num_workers,
-            epoch=self.trainer.current_epoch if self.trainer is not None else 0,
-        )  # fmt: skip
+            dataset, self.batch_size, train, placement_of(self.trainer), shuffle_seed(self.seed), self.num_workers
+        )
 

@@ -7,7 +7,9 @@ Layout under ``data_dir`` (one folder per class, the same class folders in both)
 
 Training: RandomResizedCrop 224 + horizontal flip; evaluation: resize 256 + center crop 224;
 normalisation with the ImageNet mean and std; per-image torchvision v2 transforms in DataLoader
-workers, each DDP rank reading its own shard.
+workers, each DDP rank reading its own shard. The training loader is a ``ResumableImageLoader``: each
+sample's crop and flip depend on (seed, epoch, index) only, and a run resumed mid-epoch continues at the
+next batch. A file that cannot be decoded stops the run with one line naming it (``UnreadableImage``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
@@ -45,12 +48,45 @@ def eval_transform(size: int, resize: int) -> v2.Compose:
     ])  # fmt: skip
 
 
+class UnreadableImage(DistillError):
+    """An image file of the tree that cannot be decoded (truncated, corrupt, gone): one line naming the file.
+
+    Raised in a DataLoader worker, it reaches the main process as torch's re-raise,
+    ``UnreadableImage("Caught UnreadableImage in DataLoader worker process 0.\nOriginal Traceback ...")``,
+    whose last line is ``distill.data.imagenet.UnreadableImage: <the line>``: the constructor keeps only that
+    line, so the command still prints the one line (torch passes the type and the text, not the object).
+    """
+
+    def __init__(self, message: str):
+        if message.startswith(f"Caught {type(self).__name__} "):
+            prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
+            own = [line.removeprefix(prefix) for line in message.splitlines() if line.startswith(prefix)]
+            message = own[-1] if own else message
+        super().__init__(message)
+
+
+def read_image(path: str) -> Image.Image:
+    """The RGB PIL image of ``path`` (ImageFolder's loader), fully decoded here, so a truncated or corrupt
+    file raises ``UnreadableImage`` naming it rather than a PIL traceback from a worker."""
+    try:
+        with open(path, "rb") as file:
+            image = Image.open(file)
+            return image.convert("RGB")  # decodes the whole file
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: OSError (truncated, unidentified), rarely the others
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise UnreadableImage(
+            f"ImageNet: {path} cannot be read as an image ({reason}); re-extract it from the ILSVRC-2012 archive, "
+            "or delete it (the tree is listed again at the next start)"
+        ) from None
+
+
 def _image_folder(folder: Path) -> ImageFolder:
-    """``ImageFolder(folder)`` (PIL images), with its errors for a missing or malformed tree as one line."""
+    """``ImageFolder(folder)`` (PIL images read by ``read_image``), with its errors for a missing or malformed
+    tree as one line."""
     if not folder.is_dir():
         raise DistillError(f"ImageNet: {folder} is not a folder; expected {LAYOUT}; set --data.data_dir")
     try:
-        return ImageFolder(str(folder))
+        return ImageFolder(str(folder), loader=read_image)
     except (FileNotFoundError, RuntimeError) as error:  # no class folders, or a class folder without images
         message = " ".join(str(error).split())
         raise DistillError(f"ImageNet: {folder}: {message}; expected {LAYOUT}") from None
@@ -132,10 +168,11 @@ class ImageNetDataModule(L.LightningDataModule):
         }
 
     def _loader(self, split: str, train: bool):
+        # Training: a ResumableImageLoader (resumes mid-epoch exactly; per-sample seeded augmentation).
         return sharded_dataloader(
             self.datasets[split], self.batch_size, train, placement_of(self.trainer), shuffle_seed(self.seed),
-            self.num_workers, epoch=self.trainer.current_epoch if self.trainer is not None else 0,
-        )  # fmt: skip
+            self.num_workers,
+        )
 
     def train_dataloader(self):
         return self._loader("train", train=True)

@@ -18,6 +18,8 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from distill.data.resumable_loader import ResumableImageLoader
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -62,28 +64,28 @@ def eval_sampler(dataset: Dataset, placement: Placement) -> UnrepeatedDistribute
 def sharded_dataloader(dataset: Dataset, batch_size: int, train: bool, placement: Placement, seed: int, num_workers: int,
                        epoch: int = 0) -> DataLoader:  # fmt: skip
     """A DataLoader of per-image transforms that shards ``dataset`` itself: training, a shuffled and padded
-    shard (``DistributedSampler``); evaluation, an in-order unpadded one.
+    shard (``DistributedSampler`` semantics) in a ``ResumableImageLoader`` (per-sample seeded augmentation,
+    resumable mid-epoch); evaluation, an in-order unpadded one in a plain ``DataLoader``.
 
     Args:
         dataset: yields ``(image, label, index)`` after its per-image transform.
         batch_size: per rank.
         train: training or evaluation sharding.
         placement: rank, world size and device (pinned memory for a GPU).
-        seed: shuffle seed.
+        seed: seed of the shuffle and (training) of the augmentation.
         num_workers: DataLoader worker processes (persistent).
-        epoch: the sampler's first epoch: the trainer's current epoch, so that a run resumed at an epoch
-            boundary draws that epoch's order although Lightning creates the loader's iterator (and its
-            workers start fetching) before it calls ``set_epoch``.
+        epoch: training: the sampler's epoch until Lightning calls ``set_epoch`` (the loader reads it at its
+            first batch, so Lightning's later ``set_epoch`` still decides).
+
+    Returns:
+        Batches ``(images [B, ...], labels [B], index [B])``.
     """
     if train:
-        sampler = train_sampler(dataset, placement, seed)
-        sampler.set_epoch(epoch)
-    else:
-        sampler = eval_sampler(dataset, placement)
+        return ResumableImageLoader(dataset, batch_size, placement, seed, num_workers, epoch=epoch)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=eval_sampler(dataset, placement),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=placement.device.type == "cuda",

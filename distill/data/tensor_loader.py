@@ -31,9 +31,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 
 from distill.data.indexed import IndexedTensorDataset
+from distill.data.resume_position import ResumePosition
 from distill.data.sharding import Placement, eval_sampler, train_sampler
 
 
@@ -103,9 +103,7 @@ class TensorBatchLoader:
         self.stored = stored
         self.labels = dataset.labels.to(device)
         self.indices = dataset.indices.to(device)
-        self._epoch = 0
-        self._batches_yielded = 0
-        self._resume_at: tuple[int, int] | None = None
+        self.position = ResumePosition(placement.world_size, batch_size)
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
@@ -115,13 +113,7 @@ class TensorBatchLoader:
         # Lightning makes the train iterator before it calls ``set_epoch`` (and, on resume, does not make
         # another one), so reading the epoch here eagerly would replay the wrong epoch.
         epoch = self.sampler.epoch
-        start = 0
-        if self._resume_at is not None:
-            resume_epoch, resume_batches = self._resume_at
-            self._resume_at = None
-            if resume_epoch == epoch:
-                start = min(resume_batches, len(self))
-        self._epoch, self._batches_yielded = epoch, start
+        start = self.position.start(epoch, len(self))
         yield from self._batches(epoch, start)
 
     def _batches(self, epoch: int, start: int):
@@ -152,29 +144,15 @@ class TensorBatchLoader:
             labels, indices = self.labels[rows], self.indices[rows]
             for batch in range(first, min(first + per_chunk, len(self))):
                 part = slice((batch - first) * self.batch_size, (batch - first + 1) * self.batch_size)
-                self._batches_yielded = batch + 1
+                self.position.batches_yielded = batch + 1
                 yield images[part], labels[part], indices[part]
 
-    # -- resuming ------------------------------------------------------------------------------
+    # -- resuming (Lightning's stateful-dataloader support calls these) -------------------------
     def state_dict(self) -> dict[str, int]:
-        """``{"epoch", "batches_yielded", "world_size", "batch_size"}`` of the current (or last) pass."""
-        return {
-            "epoch": self._epoch,
-            "batches_yielded": self._batches_yielded,
-            "world_size": self.placement.world_size,
-            "batch_size": self.batch_size,
-        }
+        """The pass's position: ``{"epoch", "batches_yielded", "world_size", "batch_size"}``."""
+        return self.position.state_dict()
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue epoch ``state["epoch"]`` after its first ``batches_yielded`` batches (same world
-        size and batch size; otherwise that epoch restarts from its first batch, with a warning)."""
-        same_layout = state["world_size"] == self.placement.world_size and state["batch_size"] == self.batch_size
-        if not same_layout:
-            rank_zero_warn(
-                f"resuming with world size {self.placement.world_size} and batch size {self.batch_size} "
-                f"(checkpoint: {state['world_size']}, {state['batch_size']}): epoch {state['epoch']} restarts "
-                "from its first batch"
-            )
-        self._resume_at = (state["epoch"], state["batches_yielded"] if same_layout else 0)
+        """Continue epoch ``state["epoch"]`` after its first ``batches_yielded`` batches (``ResumePosition``)."""
+        self.position.load_state_dict(state)
         self.sampler.set_epoch(state["epoch"])
-        self._epoch, self._batches_yielded = state["epoch"], state["batches_yielded"]
