@@ -34,6 +34,17 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/distill fit $(CONFIG_ARGS) $(ARGS)
 
+.PHONY: experiment experiments
+## make experiment NAME=<data>/<pair>/<method> [ARGS="--trainer.precision=bf16-mixed"]: one published experiment
+## by name (docs/experiments.md) with all its layers; a grid runs as distill-sweep (its options: ARGS="--seeds 3 --")
+experiment: $(STAMP)
+	@test -n "$(NAME)" || { echo "make experiment: give NAME=<name>; make experiments lists the names" >&2; exit 2; }
+	$(BIN)/python -m distill.experiments run $(NAME) $(ARGS)
+
+## make experiments: every published experiment's name with its published top-1 (%)
+experiments: $(STAMP)
+	@$(BIN)/python -m distill.experiments list
+
 ## make teacher NAME=<teacher> DATA=<data>: train a teacher (configs/teachers/<NAME>.yaml) and write its checkpoint
 teacher: $(STAMP)
 	@test -n "$(NAME)" || { echo "make teacher: give NAME=<teacher> (a file in configs/teachers/) and DATA=<data>" >&2; exit 2; }

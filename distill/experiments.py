@@ -1,19 +1,26 @@
 """The papers' experiments as config layers: every CIFAR-100 teacher/student pair x method of the published
 tables, the TALS recipe (CIFAR-100 ResNet-34 -> ResNet-18 with SAM, AutoAugment and Cutout) and ImageNet
-ResNet-34 -> ResNet-18, each with the command that runs it and the number its paper reports.
+ResNet-34 -> ResNet-18, each with the command that runs it by name and the number its paper reports.
 
     from distill.experiments import EXPERIMENTS
     experiment = EXPERIMENTS[0]
+    experiment.name              # cifar100/resnet32x4-resnet8x4/kd
     experiment.layers()          # [configs/base.yaml, configs/data/cifar100.yaml, configs/pairs/..., ...]
-    experiment.command()         # make train DATA=cifar100 PAIR=resnet32x4-resnet8x4 METHOD=kd
+    experiment.command()         # make experiment NAME=cifar100/resnet32x4-resnet8x4/kd
+    experiment.long_command()    # make train DATA=cifar100 PAIR=resnet32x4-resnet8x4 METHOD=kd
 
 An experiment is ``make train DATA= PAIR= METHOD=`` (which appends ``configs/<data>/<method>.yaml`` where one
-exists) plus the per-pair layers the published recipe needs (``extra``, in ``ARGS``). docs/experiments.md shows
-these commands; tests/test_experiments.py builds every one and checks its hyperparameters against the papers.
+exists) plus the per-pair layers the published recipe needs (``extra``). ``make experiment NAME=<name>``
+(``python -m distill.experiments run <name>``, distill/experiments_cli.py) runs it by name; docs/experiments.md
+shows every one with its further layers, ``readme_table()`` the README's table of published numbers;
+tests/test_experiments.py builds every one and checks its hyperparameters against the papers.
+
+    python -m distill.experiments list | run <name> [distill fit arguments ...] | readme
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +104,18 @@ class Experiment:
         """Every config layer, in order: base, data, pair, method, the data set's adjustment, the extra layers."""
         return experiment_layers(self.method, self.data, self.pair) + [CONFIGS / layer for layer in self.extra]
 
+    def further_layers(self) -> list[str]:
+        """The layers after base, data, pair and method, as paths under ``configs/`` (e.g.
+        ``["cifar100/dkd_beta6.yaml"]``): the data set's adjustment of the method, then ``extra``."""
+        return [str(path.relative_to(CONFIGS)) for path in self.layers()[4:]]
+
     def command(self) -> str:
-        """The one command that runs it from the repository root."""
+        """The short command that runs it from the repository root: ``make experiment NAME=<name>``."""
+        return f"make experiment NAME={self.name}"
+
+    def long_command(self) -> str:
+        """The same run with every layer spelled out: ``make train DATA= PAIR= METHOD= ARGS="--config=..."`` (the
+        grid: ``distill-sweep --config ...``)."""
         extra = " ".join(f"--config=configs/{layer}" for layer in self.extra)
         if self.is_sweep:
             layers = " ".join(f"--config {path.relative_to(CONFIGS.parent)}" for path in self.layers())
@@ -154,3 +171,41 @@ IMAGENET_EXPERIMENTS = [
 
 CIFAR_EXPERIMENTS = _cifar_experiments()
 EXPERIMENTS: list[Experiment] = CIFAR_EXPERIMENTS + TALS_EXPERIMENTS + IMAGENET_EXPERIMENTS
+
+
+def readme_table() -> str:
+    """The README's tables of published top-1 (%), markdown, without a trailing newline.
+
+    First CIFAR-100: one row per pair of ``CIFAR_PAIRS``, one column per method of ``CIFAR_METHODS`` that has a
+    published number; the cell in row ``<pair>``, column ``<method>`` is the number of ``cifar100/<pair>/<method>``.
+    Then the TALS recipe and ImageNet experiments, one row each: name, published number, source.
+    tests/test_experiments.py checks that README.md, between its ``experiments`` marker comments, holds this text.
+    """
+    published = {(e.pair, e.method): e.published for e in CIFAR_EXPERIMENTS}
+    methods = [method for method in CIFAR_METHODS if any(published[pair, method] for pair in CIFAR_PAIRS)]
+    lines = [
+        "CIFAR-100 top-1 (%) as published (sources, layers and costs: docs/experiments.md); each cell runs as"
+        " `make experiment NAME=cifar100/<pair>/<method>` (`make experiments` lists every name):",
+        "",
+        "| pair | " + " | ".join(methods) + " |",
+        "|---|" + "---:|" * len(methods),
+    ]
+    lines += [f"| {pair} | " + " | ".join(published[pair, method] or "—" for method in methods) + " |"
+              for pair in CIFAR_PAIRS]  # fmt: skip
+    lines += [
+        "",
+        "The TALS recipe (CIFAR-100 ResNet-34 -> ResNet-18, SAM + AutoAugment + Cutout) and ImageNet ResNet-34 ->"
+        " ResNet-18; each runs as `make experiment NAME=<experiment>`:",
+        "",
+        "| experiment | published top-1 (%) | source |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| `{e.name}` | {e.published or '—'} | {e.source or '—'} |"
+              for e in TALS_EXPERIMENTS + IMAGENET_EXPERIMENTS]  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m distill.experiments: the command line lives in distill.experiments_cli
+    from distill.experiments_cli import main
+
+    sys.exit(main())

@@ -1,6 +1,8 @@
 """Every published experiment (``distill.experiments.EXPERIMENTS``: 7 CIFAR-100 pairs x 9 methods, the TALS recipe,
 ImageNet ResNet-34 -> ResNet-18) builds its module and data module through the ``distill`` command's parser on
-stand-in files, with the papers' hyperparameters; one 2-step CPU run of resnet32x4 -> resnet8x4 (KD).
+stand-in files, with the papers' hyperparameters; one 2-step CPU run of resnet32x4 -> resnet8x4 (KD). Each runs by
+name (``python -m distill.experiments run <name>``, ``make experiment NAME=<name>``) with those same layers, and
+docs/experiments.md and the README show the catalogue as it is.
 
 The stand-ins are written here in the real formats: CIFAR-100 pickles, an ImageFolder tree of 1,000 classes,
 teacher files of random weights (CRD/mdistiller's ``ckpt_epoch_240.pth``, this project's self-describing file,
@@ -13,17 +15,25 @@ from __future__ import annotations
 import functools
 import math
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from distill.cli import cli_main
-from distill.experiments import CIFAR_METHODS, CIFAR_PAIRS, EXPERIMENTS, TALS_PAIR, Experiment
+from distill.errors import DistillError
+from distill.experiments import CIFAR_METHODS, CIFAR_PAIRS, EXPERIMENTS, TALS_PAIR, Experiment, readme_table
+from distill.experiments_cli import main as experiments_main
+from distill.experiments_cli import run_command
 from distill.models import create
 from distill.run_metrics import read_run_metrics
 from distill.sweep.definition import Sweep
-from distill.sweep.point import write_override
+from distill.sweep.point import distill_command, sweep_command, write_override
 from teachers import load_teacher, save_teacher_checkpoint
 from tests.conftest import REPO, config_args
 from tests.fake_data import random_cifar100, write_image_folder
@@ -290,13 +300,160 @@ def test_the_data_modules_read_the_stand_in_files(recipe, stand_ins, shared_mode
         assert teacher(images[:2]).shape == (2, 100 if recipe != "imagenet" else 1000)
 
 
-def test_the_docs_show_every_command_with_its_published_number():
+def test_the_docs_show_every_command_with_its_layers_and_published_number():
     lines = (REPO / "docs" / "experiments.md").read_text().splitlines()
     for experiment in EXPERIMENTS:
         rows = [line for line in lines if f"`{experiment.command()}`" in line]
-        assert rows, f"docs/experiments.md lacks the command of {experiment.name}: {experiment.command()}"
+        assert len(rows) == 1, f"docs/experiments.md: {len(rows)} rows of {experiment.name}: {experiment.command()}"
+        cells = rows[0].split(" | ")
+        shown = re.findall(r"`([^`]+)`", cells[3])  # the column of further layers
+        assert shown == experiment.further_layers(), (experiment.name, shown)
         if experiment.published is not None:
-            assert any(re.search(rf"\b{re.escape(experiment.published)}\b", row) for row in rows), experiment.name
+            assert re.search(rf"\b{re.escape(experiment.published)}\b", rows[0]), experiment.name
+
+
+# -- by name: python -m distill.experiments list | run | readme, make experiment ----------------------------------
+def experiments_command(*arguments: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``python -m distill.experiments ...`` as a user runs it (``run`` execs the installed command)."""
+    return subprocess.run([sys.executable, "-m", "distill.experiments", *arguments], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_list_prints_every_experiment_with_its_published_number(capsys):
+    assert experiments_main(["list"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [row[0] for row in rows] == [experiment.name for experiment in EXPERIMENTS]
+    assert len({row[0] for row in rows}) == len(EXPERIMENTS)
+    assert [" ".join(row[1:]) for row in rows] == [experiment.published or "—" for experiment in EXPERIMENTS]
+
+
+def test_run_of_an_unknown_name_stops_with_one_line_naming_close_matches():
+    result = experiments_command("run", "cifar100/vgg13-vgg8/dkdd")
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("distill.experiments: error: unknown experiment 'cifar100/vgg13-vgg8/dkdd'")
+    assert "cifar100/vgg13-vgg8/dkd," in result.stderr and "distill.experiments list" in result.stderr
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[experiment.name for experiment in EXPERIMENTS])
+def test_run_gives_the_installed_command_the_experiments_layers_in_order(experiment):
+    layers = [f"--config={layer}" for layer in experiment.layers()]
+    command = run_command(experiment, ["--trainer.precision=bf16-mixed"])
+    if experiment.is_sweep:  # every run's arguments after distill-sweep's `--`
+        assert command == [*sweep_command(), *layers, "--", "--trainer.precision=bf16-mixed"]
+    else:
+        assert command == [*distill_command(), "fit", *layers, "--trainer.precision=bf16-mixed"]
+
+
+def test_run_of_the_grid_takes_the_sweeps_options_before_a_separator():
+    grid = next(experiment for experiment in EXPERIMENTS if experiment.is_sweep)
+    layers = [f"--config={layer}" for layer in grid.layers()]
+    command = run_command(grid, ["--seeds", "3", "--dry_run", "--", "--trainer.max_epochs=1"])
+    assert command == [*sweep_command(), *layers, "--seeds", "3", "--dry_run", "--", "--trainer.max_epochs=1"]
+    assert run_command(grid, ["--seeds", "3", "--"]) == [*sweep_command(), *layers, "--seeds", "3"]
+
+
+def test_run_of_one_run_refuses_the_sweeps_separator():
+    one_run = next(experiment for experiment in EXPERIMENTS if not experiment.is_sweep)
+    with pytest.raises(DistillError, match="only a grid takes"):
+        run_command(one_run, ["--seeds", "3", "--", "--trainer.max_epochs=1"])
+
+
+def test_run_print_config_resolves_the_published_dkd_of_vgg13_to_vgg8(tmp_path):
+    """``distill fit --print_config`` parses the layers and prints the whole configuration, building nothing; from
+    another folder, as the layers are given by their full paths."""
+    experiment = next(e for e in EXPERIMENTS if e.name == "cifar100/vgg13-vgg8/dkd")
+    result = experiments_command("run", experiment.name, "--print_config", "--trainer.precision=bf16-mixed",
+                                 cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    model, policy, divergence = config["model"], config["model"]["temperature_policy"], config["model"]["divergence"]
+    printed = {
+        "teacher": model["teacher"], "student": model["student"], "lr": model["optimizer"]["init_args"]["lr"],
+        "policy": policy["class_path"].rsplit(".", 1)[1], "divergence": divergence["class_path"].rsplit(".", 1)[1],
+        **{f"policy.{key}": value for key, value in policy["init_args"].items()},
+        **{f"divergence.{key}": value for key, value in divergence["init_args"].items()},
+        "max_epochs": config["trainer"]["max_epochs"], "data": config["data"]["class_path"].rsplit(".", 1)[1],
+    }  # fmt: skip
+    expected = {key: value for key, value in expected_values(experiment).items() if key in printed}
+    assert {"policy", "divergence", "divergence.beta", "teacher"} <= set(expected)
+    assert expected["policy"] == "FixedTemperature" and expected["divergence.beta"] == 6.0
+    assert_matches(printed, expected, experiment.name)
+    assert config["trainer"]["precision"] == "bf16-mixed"  # the extra arguments come after the layers
+
+
+def test_run_of_the_grid_is_a_distill_sweep_and_dry_run_runs_nothing(tmp_path):
+    grid = next(experiment for experiment in EXPERIMENTS if experiment.is_sweep)
+    result = experiments_command("run", grid.name, "--dry_run", "--sweep_dir", str(tmp_path), "--name", "grid", "--",
+                                 "--trainer.max_epochs=1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sweep = tmp_path / "grid"
+    commands = [shlex.split(line) for line in result.stdout.splitlines()]
+    assert result.stdout == (sweep / "commands.txt").read_text()
+    layers = [f"--config={layer}" for layer in grid.layers()]
+    for T, command in zip(("1.0", "2.0", "4.0", "8.0"), commands, strict=True):
+        fit = command.index("fit")
+        assert command[fit + 1 :] == [*layers, f"--config={sweep / f'T={T}' / 'seed0.yaml'}", "--trainer.max_epochs=1"]
+    written = {str(path.relative_to(sweep)) for path in sweep.rglob("*") if path.is_file()}
+    assert written == {"sweep.yaml", "commands.txt", *(f"T={T}/seed0.yaml" for T in ("1.0", "2.0", "4.0", "8.0"))}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_experiment_runs_the_named_experiment_and_needs_a_name():
+    stamp = ["-o", ".venv/.installed"]  # as installed: the test checks the target, not the install
+    missing = subprocess.run(["make", "-s", *stamp, "experiment"], cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.splitlines()[0] == (
+        "make experiment: give NAME=<name>; make experiments lists the names")
+    planned = subprocess.run(["make", "-n", *stamp, "experiment", "NAME=cifar100/vgg13-vgg8/dkd",
+                              "ARGS=--trainer.precision=bf16-mixed"], cwd=REPO, capture_output=True, text=True)
+    assert planned.returncode == 0 and planned.stdout.splitlines()[-1] == (
+        ".venv/bin/python -m distill.experiments run cifar100/vgg13-vgg8/dkd --trainer.precision=bf16-mixed")
+    listed = subprocess.run(["make", "-n", *stamp, "experiments"], cwd=REPO, capture_output=True, text=True)
+    assert listed.stdout.splitlines()[-1] == ".venv/bin/python -m distill.experiments list"
+
+
+def test_the_readme_table_holds_every_published_number(capsys):
+    table = readme_table()
+    rows = [line.strip("|").split(" | ") for line in table.splitlines() if line.startswith("| ")]
+    methods = [method.strip() for method in rows[0][1:]]
+    assert methods == [m for m in CIFAR_METHODS if m not in ("max_logit", "tals")]  # those publish no CIFAR number
+    cifar = {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows[1 : 1 + len(CIFAR_PAIRS)]}
+    assert list(cifar) == list(CIFAR_PAIRS)
+    published = {e.name: e.published for e in EXPERIMENTS}
+    for pair, cells in cifar.items():
+        assert cells == [published[f"cifar100/{pair}/{method}"] for method in methods], pair
+    others = [e for e in EXPERIMENTS if e.data != "cifar100" or e.pair == TALS_PAIR]
+    named = [[cell.strip().strip("`") for cell in row] for row in rows[2 + len(CIFAR_PAIRS) :]]
+    assert [row[:2] for row in named] == [[e.name, e.published or "—"] for e in others]
+    assert experiments_main(["readme"]) == 0 and capsys.readouterr().out == table + "\n"
+
+
+README_MARKERS = ("<!-- experiments:start -->", "<!-- experiments:end -->")
+
+
+def readme_block(text: str) -> str | None:
+    """The text between the README's experiments markers, without the newlines around it (``None``: no markers)."""
+    start, end = README_MARKERS
+    if start not in text and end not in text:
+        return None
+    assert text.count(start) == text.count(end) == 1 and text.index(start) < text.index(end), "one pair, in order"
+    return text[text.index(start) + len(start) : text.index(end)].strip("\n")
+
+
+def test_the_readme_block_is_what_lies_between_the_markers():
+    start, end = README_MARKERS
+    assert readme_block(f"# x\n{start}\n| a |\n|---|\n{end}\nmore") == "| a |\n|---|"
+    assert readme_block("# no table here") is None
+    with pytest.raises(AssertionError, match="one pair"):
+        readme_block(f"{end}\n{start}")
+
+
+def test_the_readme_shows_the_table_as_generated():
+    """README.md, between its marker comments (where it has them), is ``readme_table()`` exactly."""
+    block = readme_block((REPO / "README.md").read_text())
+    if block is None:
+        pytest.skip("README.md has no experiments markers yet")
+    assert block == readme_table(), "README.md drifted: paste `python -m distill.experiments readme` there"
 
 
 @pytest.mark.slow
