@@ -1,4 +1,8 @@
-"""Independent float64 references for the loss and policy tests, written from REFERENCE.md's formulas.
+"""Independent float64 references for the loss and policy tests, written from the papers' formulas and their
+official code (the sources of README.md's policy table): Hinton et al. 2015 (KD's KL with the T^2 factor); Sun
+et al., CVPR 2024 (LSKD's z-score, unbiased std as the official code); Li et al., AAAI 2023 (CTKD's cosine
+ramp, official code); Matsuyama et al. 2025 (max-logit, official code); Zheng & Yang, ICLR 2024 (TTM/WTTM's
+power sum U); Zhao et al., CVPR 2022 (DKD, as mdistiller computes it and in log space).
 
 Nothing here calls ``distill`` or ``torch.nn.functional``: every quantity is spelled out with
 explicit ``exp``/``log``/``sum`` in float64 so that a shared mistake cannot hide in both sides.

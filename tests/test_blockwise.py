@@ -158,8 +158,9 @@ def test_training_keeps_the_teacher_frozen_and_trains_student_and_connectors():
 
 @pytest.mark.parametrize("student", ["cnn_small", "mlp_small"])
 def test_fashion_mnist_shaped_pair_trains_through_the_module(tmp_path, student):
-    """cnn_large -> student on 28x28 images through DistillationModule, with a random-weight teacher file (the
-    trained Fashion-MNIST teacher is made by `make teacher`, not shipped)."""
+    """cnn_large -> student on 28x28 images through DistillationModule, with a random-weight teacher file of the
+    shipped Fashion-MNIST teacher's shape: the test checks the stones' shapes and the training step, which do
+    not depend on the trained weights (teachers/checkpoints/fashion_mnist_cnn.pt)."""
     torch.manual_seed(0)
     path = save_teacher_checkpoint(tmp_path / "fashion_cnn.pt", create("cnn_large", 10, (1, 28, 28)), "cnn_large", 10,
                                    (1, 28, 28), "random", 0.0)  # fmt: skip

@@ -1,4 +1,5 @@
-"""Every temperature policy against a float64 reference written from REFERENCE.md's "Policies" table."""
+"""Every temperature policy against a float64 reference (``tests/_reference.py``) written from its paper and
+official code, the sources in README.md's policy table (Hinton KD, LSKD, CTKD, max-logit, TALS, TTM/WTTM, DKD)."""
 
 from __future__ import annotations
 

@@ -13,11 +13,13 @@ from distill.study.runner import run_study
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill.study", description="Run the studies or regenerate a document.")
+    parser = argparse.ArgumentParser(prog="python -m distill.study",
+                                     description="Run the studies or regenerate a document.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run (or resume) studies, then write their results and documents")
     run.add_argument("--study", nargs="+", choices=sorted(STUDIES), default=list(STUDIES))
-    run.add_argument("--quick", action="store_true", help="every method, 2 seeds, a tiny budget: the code path only")
+    run.add_argument("--quick", action="store_true",
+                     help="CE, the KD grid, TALS and Block-KD, 2 seeds, a tiny budget: the code path only")
     run.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     run.add_argument("--runs", type=Path, default=Path("studies"), help="where the sweep folders go")
     run.add_argument("--out", type=Path, default=Path("docs/results"), help="where results and documents go")

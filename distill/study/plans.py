@@ -2,8 +2,8 @@
 
 Every method is a config-axis value of one ``distill-sweep`` (its layers joined by ``+``: the method and,
 where the data set needs one, its adjustment), stacked on ``base + data + pair``; every run has the same
-epoch budget. ``quick`` is the reduced version the test suite runs: every method, 2 seeds, a tiny
-budget, for the code path, not for the numbers.
+epoch budget. ``quick`` is the reduced version the test suite runs: CE, the KD grid, TALS and Block-KD
+(``quick_methods()``), 2 seeds, a tiny budget, for the code path, not for the numbers.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Task ``i`` runs ``distill-sweep --resume <sweep> --task i`` (point ``i`` = line ``i`` of
 ``commands.txt``) through ``srun``: the same skip / resume / lock logic as a local sweep, so a
 requeued or resubmitted task skips a finished point and resumes an interrupted one from its newest
-checkpoint (``hpc_ckpt_*.ckpt`` after Lightning's SIGUSR1 auto-requeue, else ``last.ckpt``). The task
-that finds every point finished writes the report. Nothing here needs a cluster until ``submit``.
+checkpoint (``checkpoints/last.ckpt`` after a SIGUSR1 before the time limit: the run's ``Preemption``
+callback saves it and requeues the task, ``distill/preemption.py``; Lightning's own auto-requeue is off).
+The task that finds every point finished writes the report. Nothing here needs a cluster until ``submit``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def sbatch_script(
         f"#SBATCH --array={array_spec(tasks, max_running)}",
         "#SBATCH --ntasks=1",
         f"#SBATCH --output={sweep_dir / OUTPUT_DIR}/%A_%a.out",
-        # Lightning saves hpc_ckpt_*.ckpt in the run folder and requeues the task 90 s before the limit.
+        # 90 s before the limit: SIGUSR1, on which the run's Preemption callback saves checkpoints/last.ckpt,
+        # runs `scontrol requeue` for this task and exits (distill/preemption.py).
         "#SBATCH --signal=SIGUSR1@90",
         "#SBATCH --requeue",
         *(f"#SBATCH {option}" for option in options),
