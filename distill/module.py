@@ -48,7 +48,7 @@ from distill.nonfinite import NonFiniteWatch, agree_across_ranks, sample_list
 from distill.optim import buffers_unchanged, in_second_pass
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, Temperatures, logit_std
 from distill.run_folder import newest_checkpoint
-from distill.tensorboard_summary import write_summary
+from distill.pending_scalars import PendingScalars
 from distill.train_metrics import TrainMetricWindow
 from teachers import load_teacher
 
@@ -146,6 +146,7 @@ class DistillationModule(L.LightningModule):
         self.register_buffer("cached_teacher_logits", None, persistent=False)
         top_k = min(5, num_classes)
         self.train_window = TrainMetricWindow(method.scalar_names() if method is not None else ())
+        self.pending_scalars = PendingScalars()  # the windows' means, waiting for the loggers
         # Per-sample losses and teacher stds since the last finiteness check (references only; see check_finite).
         self.nonfinite = NonFiniteWatch()
         # Validation/test: states updated per batch, computed (and summed over DDP ranks) once per epoch.
@@ -383,9 +384,9 @@ class DistillationModule(L.LightningModule):
     def _end_of_step(self) -> None:
         """Every ``log_every_n_steps`` steps: the non-finite check, then the window's means published.
 
-        The means go straight to the loggers (TensorBoard ``train/loss``, ``train/loss_ce``, ...), to the
-        progress bar (``train/loss``) and to ``trainer.callback_metrics``, on global rank 0, with one host
-        sync. ``self.log`` is not used here: Lightning's result collection costs about 2 ms a call (even
+        The means go to the progress bar (``train/loss``) and to ``trainer.callback_metrics`` at once, and to the
+        loggers (TensorBoard ``train/loss``, ``train/loss_ce``, ...) through ``PendingScalars`` (handed over
+        together, at the latest after 10 s and at the end of training), on global rank 0, with one host sync. ``self.log`` is not used here: Lightning's result collection costs about 2 ms a call (even
         once per interval that was 7% of a digits epoch); epoch-level validation/test metrics still use it.
         """
         trainer = self._trainer
@@ -409,6 +410,7 @@ class DistillationModule(L.LightningModule):
         if not bad.item():
             self.nonfinite.clear()
             return
+        self._write_pending_scalars()  # the scalars of the steps before the failure reach TensorBoard
         failure = self.nonfinite.first_bad()
         if distributed:
             failure = agree_across_ranks(failure, self.device)
@@ -428,22 +430,22 @@ class DistillationModule(L.LightningModule):
         if self.train_window.steps_since_pop:
             self._publish_train_window(self.global_step - 1)
 
+    def on_train_end(self) -> None:
+        self._write_pending_scalars()
+
+    def _write_pending_scalars(self) -> None:
+        if self._trainer is not None and self.pending_scalars.events:
+            self.pending_scalars.write(self._trainer.loggers)
+
     def _publish_train_window(self, step: int) -> None:
         trainer = self._trainer
         means = self.train_window.pop_means()
         if not trainer.is_global_zero:
             return
-        values = self.write_scalars({f"train/{name}": value for name, value in means.items()}, step)
+        values = {f"train/{name}": value for name, value in means.items()}
+        self.pending_scalars.add(values, step, trainer.loggers)  # one TensorBoard event per window
         trainer.progress_bar_metrics["train/loss"] = values["train/loss"]
-        trainer.callback_metrics.update({name: torch.tensor(value) for name, value in values.items()})
-
-    def write_scalars(self, scalars: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        """Write 0-d tensors to every logger at ``step`` (the batch's global step, Lightning's x-axis for
-        training scalars) with one host sync; returns them as floats. Call it on global rank 0."""
-        values = dict(zip(scalars, torch.stack([value.detach().float() for value in scalars.values()]).tolist()))
-        if self._trainer is not None:
-            write_summary(self._trainer.loggers, {}, values, step)  # one TensorBoard event for all of them
-        return values
+        trainer.callback_metrics.update(zip(values, torch.tensor(list(values.values())).unbind()))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels, _ = batch
