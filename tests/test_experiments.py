@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import shlex
 import shutil
@@ -400,15 +401,17 @@ def test_run_of_the_grid_is_a_distill_sweep_and_dry_run_runs_nothing(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_experiment_runs_the_named_experiment_and_needs_a_name():
-    stamp = ["-o", ".venv/.installed"]  # as installed: the test checks the target, not the install
-    missing = subprocess.run(["make", "-s", *stamp, "experiment"], cwd=REPO, capture_output=True, text=True)
+    stamp = ["-o", ".venv/.installed", "--no-print-directory"]  # as installed: the test checks the target
+    # Under `make test` the parent make's MAKEFLAGS/MAKELEVEL would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    missing = subprocess.run(["make", "-s", *stamp, "experiment"], cwd=REPO, capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and missing.stderr.splitlines()[0] == (
         "make experiment: give NAME=<name>; make experiments lists the names")
     planned = subprocess.run(["make", "-n", *stamp, "experiment", "NAME=cifar100/vgg13-vgg8/dkd",
-                              "ARGS=--trainer.precision=bf16-mixed"], cwd=REPO, capture_output=True, text=True)
+                              "ARGS=--trainer.precision=bf16-mixed"], cwd=REPO, capture_output=True, text=True, env=env)
     assert planned.returncode == 0 and planned.stdout.splitlines()[-1] == (
         ".venv/bin/python -m distill.experiments run cifar100/vgg13-vgg8/dkd --trainer.precision=bf16-mixed")
-    listed = subprocess.run(["make", "-n", *stamp, "experiments"], cwd=REPO, capture_output=True, text=True)
+    listed = subprocess.run(["make", "-n", *stamp, "experiments"], cwd=REPO, capture_output=True, text=True, env=env)
     assert listed.stdout.splitlines()[-1] == ".venv/bin/python -m distill.experiments list"
 
 
