@@ -84,7 +84,21 @@ class LoggingOff(DistillationModule):
 LOGGING_CYCLE = ("logging", "logging off", "logging off again")
 
 
-class AlternatingLogging(DistillationModule):
+class TimedHandOff(DistillationModule):
+    """``DistillationModule`` that times the end-of-training hand-off of its held events (``PendingScalars``) and the
+    writer thread's work on them (``flush`` waits for its queue): ``handoff = (events, seconds)``. That work happens
+    after a ``UnitTimer``'s last mark; a bench charges it to the epochs whose events it was."""
+
+    def on_train_end(self) -> None:
+        clock = Clock(self.device)
+        events, start = len(self.pending_scalars.events), clock()
+        super().on_train_end()
+        for logger in self._trainer.loggers:
+            logger.experiment.flush()
+        self.handoff = (events, clock() - start)
+
+
+class AlternatingLogging(TimedHandOff):
     """``DistillationModule`` that logs in epochs ``0, 3, 6, ...`` only (``LOGGING_CYCLE``) and is ``LoggingOff``
     in the others, so the two sides of the ratio alternate epoch by epoch inside one run: the drift of these
     machines (one digits epoch takes 25-55 ms from one run to the next) cancels, which it does not between
@@ -109,17 +123,6 @@ class AlternatingLogging(DistillationModule):
     def _publish_train_window(self, *args, **kwargs):
         if self.logging_on():
             super()._publish_train_window(*args, **kwargs)
-
-    def on_train_end(self) -> None:
-        # The held events are handed to TensorBoard here, after the timer's last mark: time that hand-off
-        # and the writer thread's work (``flush`` waits for its queue) so the bench can charge it to the
-        # logging epochs.
-        clock = Clock(self.device)
-        events, start = len(self.pending_scalars.events), clock()
-        super().on_train_end()
-        for logger in self._trainer.loggers:
-            logger.experiment.flush()
-        self.handoff = (events, clock() - start)
 
 
 def quiet_trainer(root: str, callbacks: list, logger=None, **kwargs) -> L.Trainer:

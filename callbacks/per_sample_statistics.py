@@ -58,7 +58,10 @@ class PerSampleStatistics(L.Callback):
 
     Cost: each step keeps a reference to the step's ``[B]`` tensors, on their device: no kernel, no
     copy, no host sync. Window writes and the epoch end stack them into one ``[N, 13]`` tensor (a few
-    kernels, however many steps), gather it and move it to the CPU; nothing else does.
+    kernels, however many steps), gather it and move it to the CPU; nothing else does. With a
+    ``DistillationModule`` the histogram events wait in its ``pending_scalars`` and reach TensorBoard with
+    its training scalars (at most 10 s late, and at the end of training); the record files are written
+    at once.
 
     DDP: the window decision depends only on ``trainer.global_step``, so every rank gathers at the same
     steps. Rows are gathered from every rank with same-size ``all_gather`` calls (sizes are gathered
@@ -157,7 +160,8 @@ class PerSampleStatistics(L.Callback):
             table = gather_rows(trainer, pl_module, window)
             if trainer.is_global_zero:
                 # One process sees no sample twice in an epoch; DDP padding may repeat one.
-                self._log(trainer, STEP_GROUP, deduplicate(table) if trainer.world_size > 1 else table, step - 1)
+                rows = deduplicate(table) if trainer.world_size > 1 else table
+                self._log(trainer, pl_module, STEP_GROUP, rows, step - 1)
 
     # -- epoch end (gather, records, epoch histograms) -------------------------------------------
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -174,14 +178,14 @@ class PerSampleStatistics(L.Callback):
             columns["epoch"] = np.full(len(table), epoch, dtype=np.int64)
             write_records(record_path(self._run_dir, epoch), columns)
         if self.histograms and len(table):
-            self._log(trainer, EPOCH_GROUP, table, int(table[:, STEP_COLUMN].max()))
+            self._log(trainer, pl_module, EPOCH_GROUP, table, int(table[:, STEP_COLUMN].max()))
 
     def _reset(self) -> None:
         self._batches = []
         self._window_start = 0
         self._earlier_rows = None
 
-    def _log(self, trainer: L.Trainer, group: str, table: np.ndarray, step: int) -> None:
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, group: str, table: np.ndarray, step: int) -> None:
         """Histograms and mean scalars of the ``[N, K]`` rows under ``group`` (global rank 0 only)."""
         histograms = {
             f"{group}/{name}": table[:, BUFFER_COLUMNS.index(column)] for column, name in HISTOGRAM_NAMES.items()
@@ -194,7 +198,11 @@ class PerSampleStatistics(L.Callback):
         means = {
             f"{group}/{name}_mean": total / count for name, total, count in zip(names.values(), sums, counts) if count
         }
-        write_summary(trainer.loggers, histograms, means, step)
+        pending = getattr(pl_module, "pending_scalars", None)
+        if pending is not None:  # handed to TensorBoard with the module's training scalars (PendingScalars)
+            pending.add(means, step, trainer.loggers, histograms=histograms)
+        else:
+            write_summary(trainer.loggers, histograms, means, step)
 
 
 def stack_rows(batches: list[tuple[int, Mapping[str, torch.Tensor]]], dtype: torch.dtype) -> torch.Tensor:

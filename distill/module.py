@@ -47,8 +47,8 @@ from distill.models import check_model_fits, create
 from distill.nonfinite import NonFiniteWatch, agree_across_ranks, sample_list
 from distill.optim import buffers_unchanged, in_second_pass
 from distill.policies import SigmaAnchoredTemperature, TemperaturePolicy, Temperatures, logit_std
-from distill.run_folder import newest_checkpoint
 from distill.pending_scalars import PendingScalars
+from distill.run_folder import newest_checkpoint
 from distill.train_metrics import TrainMetricWindow
 from teachers import load_teacher
 
@@ -61,6 +61,16 @@ PER_SAMPLE_FIELDS = (
     "index", "label", "sigma", "teacher_T", "student_T", "alpha", "kd_weight", "ce_weight",
     "kd", "ce", "teacher_correct", "student_correct",
 )  # fmt: skip
+
+
+class HandOverOnException(L.Callback):
+    """The module's held training events (``PendingScalars``: its scalars and the observers' events) to the loggers
+    when ``fit`` ends in an exception; LightningModules get no ``on_exception`` hook of their own, callbacks do."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        write = getattr(pl_module, "_write_pending_scalars", None)
+        if write is not None:
+            write()
 
 
 class DistillationModule(L.LightningModule):
@@ -432,6 +442,11 @@ class DistillationModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         self._write_pending_scalars()
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """``HandOverOnException``: a fit that ends in an exception (a preemption's checkpoint-and-exit, Ctrl+C, a
+        crash) still hands its held training events to the loggers."""
+        return [HandOverOnException()]
 
     def _write_pending_scalars(self) -> None:
         if self._trainer is not None and self.pending_scalars.events:

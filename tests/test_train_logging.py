@@ -94,3 +94,31 @@ def test_window_averages_losses_over_steps_and_accuracy_over_samples_and_resets(
     assert float(means["loss"]) == 2.0 and float(means["loss_ce"]) == 0.5 and float(means["loss_kd"]) == 1.5
     assert float(means["acc1"]) == pytest.approx(4 / 10) and float(means["stone_1_loss"]) == 3.0
     assert window.steps_since_pop == 0 and window.samples_since_pop == 0 and not window.sums.any()
+
+
+class StopAt(L.Callback):
+    """Raises ``exception`` at one training step, as a crash or a preemption (SystemExit) would."""
+
+    def __init__(self, step: int, exception: type[BaseException]):
+        self.step, self.exception = step, exception
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise self.exception("stop")
+
+
+@pytest.mark.parametrize("exception", [RuntimeError, SystemExit])
+def test_held_training_scalars_reach_the_loggers_when_fit_ends_in_an_exception(tmp_path, exception):
+    """Scalars wait in ``PendingScalars`` (up to 10 s); a fit that fails or exits (a preemption raises SystemExit)
+    still hands over every window logged before it stopped."""
+    L.seed_everything(0, verbose=False)
+    logger = MemoryLogger()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=3, log_every_n_steps=2, logger=logger, callbacks=[StopAt(9, exception)],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(exception):
+        trainer.fit(DistillationModule(teacher="digits_cnn"), DigitsDataModule(batch_size=64))
+    steps = [step for step, metrics in logger.calls if "train/loss" in metrics]
+    assert steps == [1, 3, 5, 7]  # the windows that ended before step 9's batch (steps 1, 3, 5, 7; 9 did not publish)
