@@ -445,8 +445,10 @@ class DistillationModule(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """``HandOverOnException``: a fit that ends in an exception (a preemption's checkpoint-and-exit, Ctrl+C, a
-        crash) still hands its held training events to the loggers."""
-        return [HandOverOnException()]
+        crash) still hands its held training events to the loggers. (Once per trainer: the test after a fit asks
+        again.)"""
+        attached = self._trainer is not None and any(isinstance(c, HandOverOnException) for c in self._trainer.callbacks)
+        return [] if attached else [HandOverOnException()]
 
     def _write_pending_scalars(self) -> None:
         if self._trainer is not None and self.pending_scalars.events:
