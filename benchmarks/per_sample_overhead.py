@@ -7,9 +7,9 @@ observers again (the A/A control). The sides of each ratio alternate epoch by ep
 the drift of these machines from run to run (the same digits epoch takes 25-55 ms) cancels; whole runs
 per variant could not resolve a 3% bound under it. An epoch runs from its start to the next epoch's
 start, so validation, the record file, the histograms' statistics and the module's epoch-end work count.
-The callbacks' TensorBoard events wait in the module's ``PendingScalars`` until the end of training, as in
-a real run; that hand-off (and the writer thread's work, up to its ``flush``) is timed event by event and
-charged to the epoch that made each event.
+The module's and the callbacks' TensorBoard events wait in the module's ``PendingScalars`` until the end of
+training, as in a real run; that hand-off (and the writer thread's work, up to its ``flush``) is timed epoch by
+epoch and charged to the epoch that made the events, on both sides of each ratio.
 
 - ``per_sample.statistics``: PerSampleStatistics on / off. Reported.
 - ``per_sample.both``: both callbacks on / off. Bound 1.03.
@@ -18,10 +18,10 @@ charged to the epoch that made each event.
 
 from __future__ import annotations
 
+import bisect
 import tempfile
 import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import lightning as L
 import yaml
@@ -53,38 +53,42 @@ def side(epoch: int) -> str:
 
 
 class ChargedHandOff(DistillationModule):
-    """``DistillationModule`` that, at the end of training, hands the observers' held events to TensorBoard one by
-    one on the clock (then its own, untimed): ``charges[epoch]`` is the seconds spent on the events made in
-    ``epoch`` (``observer_events``, filled by ``EpochGate``), the final ``flush`` shared out in proportion."""
+    """``DistillationModule`` that, at the end of training, hands every held event to TensorBoard epoch by epoch on
+    the clock, as a real run's hand-off does (the events of one step as one TensorBoard event): ``charges[epoch]`` is
+    the seconds spent on the events made in ``epoch`` (its own training scalars and the observers' events alike),
+    the final ``flush`` (the writer thread's work on all of them) shared out in proportion."""
 
     def __init__(self, clock: Clock):
         super().__init__()
         self.clock = clock
-        self.observer_events: dict[int, list] = {}
+        self.first_steps: list[int] = []  # first_steps[epoch]: the global step of the epoch's first batch
         self.charges: dict[int, float] = {}
+
+    def on_train_epoch_start(self) -> None:
+        self.first_steps.append(self.global_step)
+        super().on_train_epoch_start()
 
     def on_train_end(self) -> None:
         pending, loggers = self.pending_scalars, self._trainer.loggers
-        made_in = {id(event): epoch for epoch, events in self.observer_events.items() for event in events}
-        held, theirs = list(pending.events), [event for event in pending.events if id(event) in made_in]
-        for event in theirs:
+        by_epoch: dict[int, list] = {}
+        for event in pending.events:  # an event's step is the step of a batch of its epoch
+            by_epoch.setdefault(bisect.bisect_right(self.first_steps, event[2]) - 1, []).append(event)
+        for epoch, events in by_epoch.items():
             start = self.clock()
-            pending.events = [event]
+            pending.events = events
             pending.write(loggers)
-            self.charges[made_in[id(event)]] = self.charges.get(made_in[id(event)], 0.0) + self.clock() - start
+            self.charges[epoch] = self.clock() - start
         start = self.clock()
         for logger in loggers:
             logger.experiment.flush()
         flush, total = self.clock() - start, sum(self.charges.values())
         self.charges = {epoch: seconds * (1 + flush / total) for epoch, seconds in self.charges.items()} if total else {}
-        pending.events = [event for event in held if id(event) not in made_in]
         super().on_train_end()
 
 
 class EpochGate(L.Callback):
     """A callback's training-epoch hooks only in the epochs where ``active(epoch)``; its run-level hooks
-    (setup, fit and train start and end, teardown) always, as in a run where it is on throughout. The events
-    the callback holds in the module's ``PendingScalars`` are noted in ``ChargedHandOff.observer_events``."""
+    (setup, fit and train start and end, teardown) always, as in a run where it is on throughout."""
 
     def __init__(self, callback: L.Callback, active: Callable[[int], bool]):
         self.callback, self.active = callback, active
@@ -121,23 +125,11 @@ class EpochGate(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.active(trainer.current_epoch):
-            with noting_events(trainer, pl_module):
-                self.callback.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            self.callback.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self.active(trainer.current_epoch):
-            with noting_events(trainer, pl_module):
-                self.callback.on_train_epoch_end(trainer, pl_module)
-
-
-@contextmanager
-def noting_events(trainer: L.Trainer, pl_module: ChargedHandOff):
-    """The events added to ``pl_module.pending_scalars`` inside the block, noted as the current epoch's."""
-    pending = pl_module.pending_scalars
-    before = len(pending.events)
-    yield
-    added = pending.events[before:] if len(pending.events) >= before else []  # (a 10 s hand-off is timed in place)
-    pl_module.observer_events.setdefault(trainer.current_epoch, []).extend(added)
+            self.callback.on_train_epoch_end(trainer, pl_module)
 
 
 def run(mode: str) -> list:
@@ -175,7 +167,8 @@ def run(mode: str) -> list:
     setup = {"data": "digits, batch 64, 21 steps an epoch, validation every epoch", "every_n_steps": every,
              "log_every_n_steps": 5, "unit": "epoch",
              "design": "one Trainer run per repeat, epochs cycling " + " / ".join(OBSERVER_CYCLE)
-             + "; the observers' TensorBoard events handed over at the end of training, each charged to its epoch"}  # fmt: skip
+             + "; every TensorBoard event (the module's and the observers') handed over at the end of training, "
+             "epoch by epoch, each epoch charged its own"}  # fmt: skip
     return [
         comparison("per_sample.statistics", "PerSampleStatistics on vs off, digits epoch", measurement,
                    "statistics", "no observers", on, setup=setup),

@@ -32,6 +32,8 @@ HISTOGRAM_NAMES = {
 MEAN_ONLY_NAMES = {"teacher_correct": "teacher_acc", "student_correct": "student_acc"}
 STEP_GROUP = "per_sample"
 EPOCH_GROUP = "per_sample_epoch"
+# Each column's dtype as a torch tensor holds it (the module's: int64 index, label and step, float32, bool).
+TORCH_DTYPES = {name: torch.from_numpy(np.empty(0, dtype=RECORD_COLUMNS[name])).dtype for name in BUFFER_COLUMNS}
 # float32 holds every integer exactly up to 2**24: beyond that many samples the buffer uses float64.
 FLOAT32_EXACT_INTEGERS = 2**24
 
@@ -57,8 +59,8 @@ class PerSampleStatistics(L.Callback):
     the buffer is cleared at each epoch end.
 
     Cost: each step keeps a reference to the step's ``[B]`` tensors, on their device: no kernel, no
-    copy, no host sync. Window writes and the epoch end stack them into one ``[N, 13]`` tensor (a few
-    kernels, however many steps), gather it and move it to the CPU; nothing else does. With a
+    copy, no host sync. Window writes and the epoch end concatenate them column by column (one ``cat``
+    a column, however many steps) and move the columns to the CPU; nothing else does. With a
     ``DistillationModule`` the histogram events wait in its ``pending_scalars`` and reach TensorBoard with
     its training scalars (at most 10 s late, and at the end of training); the record files are written
     at once.
@@ -94,7 +96,7 @@ class PerSampleStatistics(L.Callback):
         self._run_dir: str | None = None
         self._fit: tuple[L.Trainer, L.LightningModule] | None = None  # for state_dict, which gets neither
         self._restored: tuple[int, torch.Tensor] | None = None  # (epoch, rows) from a checkpoint
-        self._earlier_rows: torch.Tensor | None = None  # this epoch's rows from before a resume (rank 0)
+        self._earlier_columns: dict[str, torch.Tensor] | None = None  # this epoch's rows from before a resume (rank 0)
 
     # -- collection (every step: a reference to the step's tensors, nothing else) ------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -110,7 +112,7 @@ class PerSampleStatistics(L.Callback):
             if epoch == trainer.current_epoch and len(rows):
                 self._active = True  # on every rank: state_dict and the epoch end gather on all of them alike
                 if trainer.is_global_zero:
-                    self._earlier_rows = rows.to(device=pl_module.device, dtype=self._dtype)
+                    self._earlier_columns = table_tensors(rows.to(pl_module.device))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
@@ -118,25 +120,31 @@ class PerSampleStatistics(L.Callback):
     # -- resuming in the middle of an epoch ---------------------------------------------------------
     def state_dict(self) -> dict:
         """This epoch's rows so far, from every rank, so that a run resumed from a mid-epoch checkpoint still writes
-        a complete record file for the epoch. Collective under DDP (every rank dumps a checkpoint's state)."""
+        a complete record file for the epoch: ``{"epoch": int, "rows": [N, len(BUFFER_COLUMNS)] float tensor}``.
+        Collective under DDP (every rank dumps a checkpoint's state)."""
         if self._fit is None or not self._active:
             return {}
         trainer, pl_module = self._fit
-        table = gather_rows(trainer, pl_module, self._epoch_rows(pl_module.device))
-        return {"epoch": trainer.current_epoch, "rows": torch.from_numpy(np.ascontiguousarray(table))}
+        columns = gather_columns(trainer, pl_module, self._epoch_columns(pl_module.device), self._dtype)
+        numpy_dtype = torch.empty(0, dtype=self._dtype).numpy().dtype
+        table = np.stack([columns[name].astype(numpy_dtype) for name in BUFFER_COLUMNS], axis=1) if columns else None
+        rows = torch.from_numpy(table) if table is not None else torch.empty(0, len(BUFFER_COLUMNS), dtype=self._dtype)
+        return {"epoch": trainer.current_epoch, "rows": rows}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if "rows" in state_dict:
             self._restored = (int(state_dict["epoch"]), state_dict["rows"])
 
-    def _epoch_rows(self, device: torch.device) -> torch.Tensor:
-        """``[N, K]``: the rows restored from before a resume, then the ones collected since."""
-        parts = [self._earlier_rows] if self._earlier_rows is not None else []
+    def _epoch_columns(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """``{column: [N]}``: the rows restored from before a resume, then the ones collected since."""
+        parts = [self._earlier_columns] if self._earlier_columns is not None else []
         if self._batches:
-            parts.append(stack_rows(self._batches, self._dtype))
+            parts.append(stack_columns(self._batches))
         if not parts:  # a rank without batches still joins the gathers
-            return torch.empty(0, len(BUFFER_COLUMNS), dtype=self._dtype, device=device)
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+            return {name: torch.empty(0, dtype=TORCH_DTYPES[name], device=device) for name in BUFFER_COLUMNS}
+        if len(parts) == 1:
+            return parts[0]
+        return {name: torch.cat([part[name] for part in parts]) for name in BUFFER_COLUMNS}
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self._batch_step = trainer.global_step
@@ -149,49 +157,47 @@ class PerSampleStatistics(L.Callback):
             return
         self._active = True
         # The module returns fresh detached [B] tensors every step; keeping them costs no kernel and
-        # no copy. They are stacked once per write instead of once per step.
+        # no copy. They are concatenated once per write instead of once per step.
         self._batches.append((self._batch_step, per_sample))
         step = trainer.global_step
         if self.every_n_steps and self.histograms and step % self.every_n_steps == 0 and step != self._last_window_step:
             # Same decision on every rank: it depends on the global step only.
             self._last_window_step = step
-            window = stack_rows(self._batches[self._window_start :], self._dtype)
+            window = stack_columns(self._batches[self._window_start :])
             self._window_start = len(self._batches)
-            table = gather_rows(trainer, pl_module, window)
+            columns = gather_columns(trainer, pl_module, window, self._dtype)
             if trainer.is_global_zero:
                 # One process sees no sample twice in an epoch; DDP padding may repeat one.
-                rows = deduplicate(table) if trainer.world_size > 1 else table
-                self._log(trainer, pl_module, STEP_GROUP, rows, step - 1)
+                columns = deduplicate(columns) if trainer.world_size > 1 else columns
+                self._log(trainer, pl_module, STEP_GROUP, columns, step - 1)
 
     # -- epoch end (gather, records, epoch histograms) -------------------------------------------
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active:
             return
-        table = gather_rows(trainer, pl_module, self._epoch_rows(pl_module.device))
+        columns = gather_columns(trainer, pl_module, self._epoch_columns(pl_module.device), self._dtype)
         self._reset()
         if not trainer.is_global_zero:
             return
-        table = deduplicate(table)
+        columns = deduplicate(columns)
         epoch = trainer.current_epoch
         if self.records and self._run_dir is not None:
-            columns = table_columns(table)
-            columns["epoch"] = np.full(len(table), epoch, dtype=np.int64)
-            write_records(record_path(self._run_dir, epoch), columns)
-        if self.histograms and len(table):
-            self._log(trainer, pl_module, EPOCH_GROUP, table, int(table[:, STEP_COLUMN].max()))
+            write_records(record_path(self._run_dir, epoch), {**columns, "epoch": np.full(len(columns["index"]), epoch)})
+        if self.histograms and len(columns["index"]):
+            self._log(trainer, pl_module, EPOCH_GROUP, columns, int(columns["step"].max()))
 
     def _reset(self) -> None:
         self._batches = []
         self._window_start = 0
-        self._earlier_rows = None
+        self._earlier_columns = None
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, group: str, table: np.ndarray, step: int) -> None:
-        """Histograms and mean scalars of the ``[N, K]`` rows under ``group`` (global rank 0 only)."""
-        histograms = {
-            f"{group}/{name}": table[:, BUFFER_COLUMNS.index(column)] for column, name in HISTOGRAM_NAMES.items()
-        }
+    def _log(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, group: str, columns: dict[str, np.ndarray], step: int
+    ) -> None:
+        """Histograms and mean scalars of the rows' ``{column: [N]}`` under ``group`` (global rank 0 only)."""
+        histograms = {f"{group}/{name}": columns[column] for column, name in HISTOGRAM_NAMES.items()}
         names = {**HISTOGRAM_NAMES, **MEAN_ONLY_NAMES}
-        values = table[:, [BUFFER_COLUMNS.index(column) for column in names]].astype(np.float64)
+        values = np.stack([columns[column] for column in names], axis=1).astype(np.float64)  # [N, 10]
         finite = np.isfinite(values)
         counts = finite.sum(axis=0)
         sums = np.where(finite, values, 0.0).sum(axis=0)
@@ -205,22 +211,38 @@ class PerSampleStatistics(L.Callback):
             write_summary(trainer.loggers, histograms, means, step)
 
 
-def stack_rows(batches: list[tuple[int, Mapping[str, torch.Tensor]]], dtype: torch.dtype) -> torch.Tensor:
-    """Batches of per-sample values as one ``[sum of B, len(BUFFER_COLUMNS)]`` tensor on their device.
+def stack_columns(batches: list[tuple[int, Mapping[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """Batches of per-sample values as ``{column: [sum of B]}`` on their device, one ``cat`` a column.
 
     Args:
         batches: ``(step, per_sample)`` pairs: the global step the batch trained at, and ``{name: [B]
             tensor}`` as ``DistillationModule.training_step`` returns (detached).
-        dtype: float32, or float64 for more than 2**24 samples.
+
+    Returns:
+        Every name of ``BUFFER_COLUMNS``, in the module's dtypes (``step``: int64).
     """
-    device = batches[0][1]["sigma"].device
-    sizes = [len(per_sample["sigma"]) for _, per_sample in batches]
-    steps = torch.from_numpy(np.repeat([step for step, _ in batches], sizes)).to(device=device, dtype=dtype)
-    columns = [
-        steps if name == "step" else torch.cat([per_sample[name] for _, per_sample in batches]).to(dtype)
-        for name in BUFFER_COLUMNS
-    ]
-    return torch.stack(columns, dim=1)
+    columns = {name: torch.cat([per_sample[name] for _, per_sample in batches]) for name in BUFFER_COLUMNS if name != "step"}
+    sizes = [len(per_sample["index"]) for _, per_sample in batches]
+    steps = np.repeat(np.asarray([step for step, _ in batches], dtype=np.int64), sizes)
+    columns["step"] = torch.from_numpy(steps).to(columns["index"].device)
+    return columns
+
+
+def gather_columns(
+    trainer: L.Trainer, pl_module: L.LightningModule, columns: dict[str, torch.Tensor], dtype: torch.dtype
+) -> dict[str, np.ndarray]:
+    """Rows from every rank as ``{column: [N] array}`` with the record dtypes, on global rank 0, ordered by
+    position then rank; ``{}`` on the other ranks.
+
+    Collective: call it on every rank. With one process nothing is gathered: each column is copied to the CPU
+    as it is. Under DDP the columns are stacked into one ``[N_rank, K]`` ``dtype`` table for a single
+    ``gather_rows``.
+    """
+    if trainer.world_size == 1:
+        return {name: columns[name].cpu().numpy().astype(RECORD_COLUMNS[name], copy=False) for name in BUFFER_COLUMNS}
+    table = torch.stack([columns[name].to(dtype) for name in BUFFER_COLUMNS], dim=1)
+    gathered = gather_rows(trainer, pl_module, table)
+    return table_columns(gathered) if trainer.is_global_zero else {}
 
 
 def gather_rows(trainer: L.Trainer, pl_module: L.LightningModule, rows: torch.Tensor) -> np.ndarray:
@@ -251,22 +273,32 @@ def gather_rows(trainer: L.Trainer, pl_module: L.LightningModule, rows: torch.Te
     return gathered[keep]
 
 
-def deduplicate(table: np.ndarray) -> np.ndarray:
+def deduplicate(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Keep the first row of each sample index, sorted by index.
 
     Args:
-        table: ``[N, len(BUFFER_COLUMNS)]`` in time order (padding repeats come last).
+        columns: ``{column: [N] array}`` (with ``index``), rows in time order (padding repeats come last).
 
     Returns:
-        ``[distinct indices, len(BUFFER_COLUMNS)]``.
+        ``{column: [distinct indices] array}``.
     """
-    _, first = np.unique(table[:, INDEX_COLUMN], return_index=True)
-    return table[first]
+    index = columns["index"]
+    order = np.argsort(index, kind="stable")  # stable: of equal indices, the earliest row first
+    ordered = index[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    chosen = order[first]
+    return {name: column[chosen] for name, column in columns.items()}
 
 
 def table_columns(table: np.ndarray) -> dict[str, np.ndarray]:
     """``[N, K]`` buffer rows -> ``{column: [N] array}`` with the record dtypes (no ``epoch`` yet)."""
     return {name: table[:, position].astype(RECORD_COLUMNS[name]) for position, name in enumerate(BUFFER_COLUMNS)}
+
+
+def table_tensors(table: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``[N, K]`` buffer rows (a checkpoint's) -> ``{column: [N] tensor}`` in the record dtypes, on its device."""
+    return {name: table[:, position].to(TORCH_DTYPES[name]) for position, name in enumerate(BUFFER_COLUMNS)}
 
 
 def _dataset_size(trainer: L.Trainer) -> int:

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from distill.pending_scalars import BatchRanges, as_floats
 from distill.tensorboard_summary import write_summary
 
 # Final metrics shown in the HPARAMS tab are logged under this prefix (e.g. "final/val/acc1"): re-using
@@ -38,8 +39,10 @@ class TemperatureMonitor(L.Callback):
     Values are those of rank 0's own batch, not reduced over ranks (``PerSampleStatistics`` has the
     gathered distributions). They bypass ``pl_module.log``, which cost about 5 ms a step for these
     8 keys on a small CPU run (the 3% budget); so they are not in ``trainer.callback_metrics``. With a
-    ``DistillationModule`` they stay on the device in its ``pending_scalars`` and reach the loggers with
-    its training scalars (at most 10 s late, and at the end of training): no host sync in the step.
+    ``DistillationModule`` the step's T_i tensors wait, untouched, in its ``pending_scalars``; the means and
+    ranges are worked out for all waiting steps at once when they reach the loggers with its training
+    scalars (at most 10 s late, and at the end of training): no kernel and no host sync in the step (the
+    four reductions a logging step used to cost were a third of this callback's share of a digits epoch).
     Other steps cost nothing: no tensor is touched.
 
     HPARAMS (global rank 0, every TensorBoard logger): at the end of ``fit`` the flattened module
@@ -80,17 +83,12 @@ class TemperatureMonitor(L.Callback):
         if not every or step % every or step == self._last_step:
             return
         self._last_step = step
-        names, values = temperature_summary(per_sample, self.prefix)
-        policy = getattr(pl_module, "temperature_policy", None)
-        state = policy.monitored_state() if policy is not None else {}
-        if state:
-            names += tuple(state)
-            values = torch.cat([values, torch.stack([value.detach().float().reshape(()) for value in state.values()])])
+        event = temperature_ranges(per_sample, self.prefix, pl_module)
         pending = getattr(pl_module, "pending_scalars", None)
-        if pending is not None:  # read and written with the module's own training scalars (no sync here)
-            pending.add((names, values), step - 1, trainer.loggers)  # the batch's step
+        if pending is not None:  # worked out and written with the module's own training scalars (no sync here)
+            pending.add(event, step - 1, trainer.loggers)  # the batch's step
         else:  # another LightningModule: one host sync, on logging steps only
-            write_summary(trainer.loggers, {}, dict(zip(names, values.tolist())), step - 1)
+            write_summary(trainer.loggers, {}, as_floats(event), step - 1)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write_hparams(trainer, pl_module)
@@ -134,15 +132,25 @@ def hparams_summaries(params: Mapping[str, Any], metric_names: Mapping[str, floa
     return hparams(dict(params), dict(metric_names))
 
 
-def temperature_summary(per_sample: Mapping[str, torch.Tensor], prefix: str = "temperature") -> tuple[tuple[str, ...], torch.Tensor]:
-    """Batch mean, min and max of ``teacher_T`` and ``student_T`` (``[B]`` each): the names
-    (``"<prefix>/teacher_T_mean"``, ...) and one ``[6]`` float32 tensor of the values, on their device
-    (four kernels in all, no host sync)."""
-    columns = ("teacher_T", "student_T")
-    values = torch.stack([per_sample[name].detach().float() for name in columns])  # [2, B]
-    low, high = values.aminmax(dim=1)
-    names = tuple(f"{prefix}/{name}_{kind}" for kind in ("mean", "min", "max") for name in columns)
-    return names, torch.cat([values.mean(dim=1), low, high])
+def temperature_ranges(
+    per_sample: Mapping[str, torch.Tensor], prefix: str = "temperature", pl_module: L.LightningModule | None = None
+) -> BatchRanges:
+    """The batch mean, min and max of ``teacher_T`` and ``student_T`` (``[B]`` each), named
+    ``"<prefix>/teacher_T_mean"``, ..., and the policy's ``monitored_state()`` (if ``pl_module`` has a
+    ``temperature_policy``), as an event whose numbers are worked out when it is handed over.
+
+    Costs no kernel in the step, except one ``stack`` copying a policy's state (it changes in place as the
+    policy learns).
+    """
+    policy = getattr(pl_module, "temperature_policy", None)
+    state = policy.monitored_state() if policy is not None else {}
+    extra = torch.stack([value.detach().float().reshape(()) for value in state.values()]) if state else None
+    return BatchRanges(
+        names=(f"{prefix}/teacher_T", f"{prefix}/student_T"),
+        rows=(per_sample["teacher_T"].detach(), per_sample["student_T"].detach()),
+        extra_names=tuple(state),
+        extra=extra,
+    )
 
 
 def final_metrics(callback_metrics: Mapping[str, Any], stages: tuple[str, ...] = FINAL_STAGES) -> dict[str, float]:

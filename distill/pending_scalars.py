@@ -10,21 +10,52 @@ waits, at most ``max_delay_s`` (TensorBoard itself flushes its file only every 1
 shows is as fresh as before), and it always happens at the end of training and before a run stops on a
 non-finite loss. The observer callbacks' events (temperature scalars, per-sample histograms) wait in the
 same queue, for the same reason (measured with ``make bench``'s ``per_sample.*`` rows).
+
+At the hand-off the events of one step (the module's window, ``TemperatureMonitor``'s scalars and
+``PerSampleStatistics``' histograms all land on the same logging steps) become one TensorBoard event, and
+every ``BatchRanges`` event's statistics are worked out together: one copy off the device and three
+numpy reductions for all of them, instead of four kernels in the training step each.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from distill.tensorboard_summary import write_summary
 
-# An event's scalars: {name: float}, or (names, values) with values a [K] tensor still on its device, read
-# (one host sync) only when the event is handed over, outside the training step.
-Scalars = Mapping[str, float] | tuple[Sequence[str], torch.Tensor]
+RANGE_KINDS = ("mean", "min", "max")
+
+
+@dataclass(frozen=True)
+class BatchRanges:
+    """Scalars worked out when handed over, not in the training step: the mean, min and max over the batch of
+    each ``[B]`` tensor of ``rows`` (kept on its device, untouched: no kernel when the event is made), named
+    ``f"{name}_{kind}" for kind in ("mean", "min", "max") for name in names``, then ``extra`` (``[E]``, a
+    snapshot of values that change in place, such as a learned temperature) named ``extra_names``.
+
+    The tensors must not be modified in place afterwards (a training step's fresh per-sample values are not).
+    """
+
+    names: tuple[str, ...]
+    rows: tuple[torch.Tensor, ...]
+    extra_names: tuple[str, ...] = ()
+    extra: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if len(self.names) != len(self.rows):
+            raise ValueError(f"BatchRanges: {len(self.names)} names for {len(self.rows)} rows")
+        if len(self.extra_names) != (0 if self.extra is None else self.extra.numel()):
+            raise ValueError(f"BatchRanges: {len(self.extra_names)} extra names for {self.extra} values")
+
+
+# An event's scalars: {name: float}; (names, values) with values a [K] tensor still on its device; or BatchRanges.
+# The last two are read (one host sync for all of them) only when the events are handed over, outside the step.
+Scalars = Mapping[str, float] | tuple[Sequence[str], torch.Tensor] | BatchRanges
 
 
 class PendingScalars:
@@ -54,16 +85,89 @@ class PendingScalars:
             self.write(loggers)
 
     def write(self, loggers) -> None:
-        """Every pending event to every logger, in order (one TensorBoard event each); then none pending."""
-        for scalars, histograms, step in self.events:
-            write_summary(loggers, histograms, as_floats(scalars), step)
+        """Every pending event to every logger, in order, the events of one step as one (TensorBoard event, or
+        ``log_metrics`` call); then none pending."""
+        floats = resolve([scalars for scalars, _, _ in self.events])
+        merged: dict[int, tuple[dict[str, float], dict[str, np.ndarray]]] = {}  # step -> (scalars, histograms)
+        for values, (_, histograms, step) in zip(floats, self.events):
+            scalars, tags = merged.setdefault(step, ({}, {}))
+            scalars.update(values)
+            tags.update(histograms)
+        for step, (scalars, histograms) in merged.items():
+            write_summary(loggers, histograms, scalars, step)
         self.events.clear()
         self._oldest = None
 
 
+def resolve(events: Sequence[Scalars]) -> list[dict[str, float]]:
+    """``{name: float}`` for each event's scalars, in order. The tensors of every deferred event are read
+    together: one host sync per device for all of the ``(names, values)`` events and one for the
+    ``BatchRanges`` ones."""
+    resolved: list[dict[str, float] | None] = [dict(event) if isinstance(event, Mapping) else None for event in events]
+    pairs = [position for position, event in enumerate(events) if isinstance(event, tuple)]
+    for position, values in zip(pairs, read_together([events[position][1] for position in pairs])):
+        resolved[position] = dict(zip(events[position][0], values.tolist()))
+    ranges = [position for position, event in enumerate(events) if isinstance(event, BatchRanges)]
+    for position, values in zip(ranges, batch_ranges([events[position] for position in ranges])):
+        resolved[position] = values
+    return resolved  # type: ignore[return-value]
+
+
+def read_together(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """1-D tensors as float64 numpy arrays, in order, with one concatenation and one copy to the host per device."""
+    arrays: list[np.ndarray | None] = [None] * len(tensors)
+    by_device: dict[torch.device, list[int]] = {}
+    for position, tensor in enumerate(tensors):
+        by_device.setdefault(tensor.device, []).append(position)
+    for positions in by_device.values():
+        parts = [flat_float(tensors[position]) for position in positions]
+        flat = torch.cat(parts).cpu().numpy().astype(np.float64) if parts else np.empty(0)
+        for position, part in zip(positions, np.split(flat, np.cumsum([len(part) for part in parts])[:-1])):
+            arrays[position] = part
+    return arrays  # type: ignore[return-value]
+
+
+def flat_float(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as a detached 1-D float32 tensor, creating no new tensor where it already is one (each costs a few
+    microseconds, and a hand-off reads thousands)."""
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    if tensor.dim() != 1:
+        tensor = tensor.reshape(-1)
+    return tensor if tensor.dtype == torch.float32 else tensor.float()
+
+
+def batch_ranges(events: Sequence[BatchRanges]) -> list[dict[str, float]]:
+    """Each ``BatchRanges`` event's scalars (see there), all worked out with one read of their tensors.
+
+    A row's mean is computed in float64; min and max propagate NaN, as ``torch.aminmax`` does; an empty row
+    gives NaN for all three.
+    """
+    rows = [row for event in events for row in event.rows]
+    extras = [event.extra for event in events if event.extra is not None]
+    arrays = read_together(rows + extras)
+    row_arrays, extra_arrays = arrays[: len(rows)], iter(arrays[len(rows) :])
+    statistics = {kind: np.full(len(rows), np.nan) for kind in RANGE_KINDS}  # each [number of rows]
+    filled = [position for position, array in enumerate(row_arrays) if len(array)]
+    if filled:
+        lengths = np.array([len(row_arrays[position]) for position in filled])
+        values = np.concatenate([row_arrays[position] for position in filled])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        statistics["mean"][filled] = np.add.reduceat(values, starts) / lengths
+        statistics["min"][filled] = np.minimum.reduceat(values, starts)
+        statistics["max"][filled] = np.maximum.reduceat(values, starts)
+    resolved, first = [], 0
+    for event in events:
+        scalars = {
+            f"{name}_{kind}": float(statistics[kind][first + k]) for kind in RANGE_KINDS for k, name in enumerate(event.names)
+        }
+        first += len(event.rows)
+        if event.extra is not None:
+            scalars.update(zip(event.extra_names, next(extra_arrays).tolist()))
+        resolved.append(scalars)
+    return resolved
+
+
 def as_floats(scalars: Scalars) -> dict[str, float]:
-    """``{name: float}`` from either form of an event's scalars."""
-    if isinstance(scalars, tuple):
-        names, values = scalars
-        return dict(zip(names, values.tolist()))
-    return dict(scalars)
+    """``{name: float}`` from any form of an event's scalars (one host sync for a deferred one)."""
+    return resolve([scalars])[0]

@@ -56,32 +56,39 @@ def histogram_protos(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histo
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"values must be [N, K], got shape {values.shape}")
-    if not np.isfinite(values).all():
+    return column_protos(np.ascontiguousarray(values.T), bins)
+
+
+def column_protos(columns: np.ndarray, bins: int = DEFAULT_BINS) -> list[HistogramProto | None]:
+    """``histogram_protos`` of the transposed, C-contiguous float64 ``[K, N]`` table (each histogram's values in
+    one contiguous row: the reductions run along rows, and nothing is copied first)."""
+    if not np.isfinite(columns).all():
         protos: list[HistogramProto | None] = []
-        for column in values.T:
+        for column in columns:
             column = column[np.isfinite(column)]
-            protos.append(histogram_protos(column[:, None], bins)[0] if column.size else None)
+            protos.append(column_protos(column[None, :], bins)[0] if column.size else None)
         return protos
-    count, width = values.shape
+    width, count = columns.shape
     if count == 0:
         return [None] * width
-    columns = np.ascontiguousarray(values.T)  # [K, N]: reductions along contiguous rows are fast
     low, high = columns.min(axis=1), columns.max(axis=1)
-    step = np.where(high > low, (high - low) / bins, 1.0)
-    bucket = np.clip(((columns - low[:, None]) / step[:, None]).astype(np.int64), 0, bins - 1)
-    flat = (bucket + np.arange(width)[:, None] * bins).ravel()  # one bincount for every column
-    counts = np.bincount(flat, minlength=width * bins).reshape(width, bins)
-    limits = low[:, None] + step[:, None] * np.arange(1, bins + 1)
+    spread = high - low
+    scale = np.divide(bins, spread, out=np.zeros_like(spread), where=spread > 0)  # buckets per unit; 0: constant
+    bucket = ((columns - low[:, None]) * scale[:, None]).astype(np.intp)
+    np.minimum(bucket, bins - 1, out=bucket)  # the maximum lands in the last bucket
+    bucket += (np.arange(width) * bins)[:, None]  # one bincount for every column
+    counts = np.bincount(bucket.ravel(), minlength=width * bins).reshape(width, bins)
+    limits = low[:, None] + (spread / bins)[:, None] * np.arange(1, bins + 1)
     limits[:, -1] = high  # exact right edge despite rounding
     sums, squares = columns.sum(axis=1), np.einsum("kn,kn->k", columns, columns)
+    low, high, sums, squares, limits, counts = (array.tolist() for array in (low, high, sums, squares, limits, counts))
     protos = []
     for k in range(width):
         constant = high[k] <= low[k]
         protos.append(
             HistogramProto(
                 min=low[k], max=high[k], num=count, sum=sums[k], sum_squares=squares[k],
-                bucket_limit=[high[k]] if constant else limits[k].tolist(),
-                bucket=[count] if constant else counts[k].tolist(),
+                bucket_limit=[high[k]] if constant else limits[k], bucket=[count] if constant else counts[k],
             )  # fmt: skip
         )
     return protos
@@ -90,12 +97,15 @@ def histogram_protos(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histo
 def build_summary(
     histograms: Mapping[str, np.ndarray], scalars: Mapping[str, float], bins: int = DEFAULT_BINS
 ) -> Summary:
-    """One ``Summary`` holding a histogram per ``histograms`` entry (all ``[N]``, same N) and the scalars."""
-    tags = list(histograms)
+    """One ``Summary`` holding a histogram per ``histograms`` entry (each ``[N]``; the entries of one length are
+    binned together) and the scalars."""
+    by_length: dict[int, list[str]] = {}
+    for tag, values in histograms.items():
+        by_length.setdefault(len(values), []).append(tag)
     value = []
-    if tags:
-        table = np.stack([np.asarray(histograms[tag], dtype=np.float64) for tag in tags], axis=1)
-        protos = histogram_protos(table, bins)
+    for tags in by_length.values():
+        table = np.stack([histograms[tag] for tag in tags]).astype(np.float64, copy=False)  # [K, N], one cast
+        protos = column_protos(table, bins)
         value += [Summary.Value(tag=tag, histo=proto) for tag, proto in zip(tags, protos) if proto is not None]
     value += [Summary.Value(tag=tag, simple_value=float(number)) for tag, number in scalars.items()]
     return Summary(value=value)

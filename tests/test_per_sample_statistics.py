@@ -177,14 +177,12 @@ def test_configured_from_the_command_line():
 
 # -- pieces -------------------------------------------------------------------------------------------
 def test_deduplicate_keeps_the_first_occurrence_sorted_by_index():
-    index = BUFFER_COLUMNS.index("index")
-    step = BUFFER_COLUMNS.index("step")
-    table = np.zeros((5, len(BUFFER_COLUMNS)))
-    table[:, index] = [3, 1, 2, 3, 1]  # padding repeats come last
-    table[:, step] = [0, 0, 1, 1, 2]
-    kept = deduplicate(table)
-    assert kept[:, index].tolist() == [1, 2, 3]
-    assert kept[:, step].tolist() == [0, 1, 0]
+    columns = {"index": np.array([3, 1, 2, 3, 1]), "step": np.array([0, 0, 1, 1, 2])}  # padding repeats come last
+    kept = deduplicate(columns)
+    assert kept["index"].tolist() == [1, 2, 3]
+    assert kept["step"].tolist() == [0, 1, 0]
+    unique = {"index": np.array([4, 0, 2]), "step": np.array([5, 6, 7])}
+    assert {name: column.tolist() for name, column in deduplicate(unique).items()} == {"index": [0, 2, 4], "step": [6, 7, 5]}
 
 
 def test_records_are_written_atomically_and_read_in_one_call(tmp_path):
