@@ -8,8 +8,9 @@ the drift of these machines from run to run (the same digits epoch takes 25-55 m
 per variant could not resolve a 3% bound under it. An epoch runs from its start to the next epoch's
 start, so validation, the record file, the histograms' statistics and the module's epoch-end work count.
 The module's and the callbacks' TensorBoard events wait in the module's ``PendingScalars`` until the end of
-training, as in a real run; that hand-off (and the writer thread's work, up to its ``flush``) is timed epoch by
-epoch and charged to the epoch that made the events, on both sides of each ratio.
+training, as in a real run; that hand-off (and the writer thread's work, up to its ``flush``) is timed one side
+at a time, as a real run hands over all it holds at once (up to 10 s of training), and each epoch is charged its
+side's share, on both sides of each ratio.
 
 - ``per_sample.statistics``: PerSampleStatistics on / off. Reported.
 - ``per_sample.both``: both callbacks on / off. Bound 1.03.
@@ -53,10 +54,11 @@ def side(epoch: int) -> str:
 
 
 class ChargedHandOff(DistillationModule):
-    """``DistillationModule`` that, at the end of training, hands every held event to TensorBoard epoch by epoch on
-    the clock, as a real run's hand-off does (the events of one step as one TensorBoard event): ``charges[epoch]`` is
-    the seconds spent on the events made in ``epoch`` (its own training scalars and the observers' events alike),
-    the final ``flush`` (the writer thread's work on all of them) shared out in proportion."""
+    """``DistillationModule`` that, at the end of training, hands its held events to TensorBoard on the clock one side
+    of ``OBSERVER_CYCLE`` at a time: a real run hands over everything held (up to 10 s of training) in one go, the
+    events of one step as one TensorBoard event, its statistics worked out together. ``charges[epoch]`` is the seconds
+    spent on the events of the epoch's side (its own training scalars and the observers' events alike) over that
+    side's epochs, the final ``flush`` (the writer thread's work on all of them) shared out in proportion."""
 
     def __init__(self, clock: Clock):
         super().__init__()
@@ -70,19 +72,21 @@ class ChargedHandOff(DistillationModule):
 
     def on_train_end(self) -> None:
         pending, loggers = self.pending_scalars, self._trainer.loggers
-        by_epoch: dict[int, list] = {}
+        by_side: dict[str, list] = {}
         for event in pending.events:  # an event's step is the step of a batch of its epoch
-            by_epoch.setdefault(bisect.bisect_right(self.first_steps, event[2]) - 1, []).append(event)
-        for epoch, events in by_epoch.items():
+            by_side.setdefault(side(bisect.bisect_right(self.first_steps, event[2]) - 1), []).append(event)
+        per_epoch = {}
+        for name, events in by_side.items():
             start = self.clock()
             pending.events = events
             pending.write(loggers)
-            self.charges[epoch] = self.clock() - start
+            per_epoch[name] = (self.clock() - start) / sum(side(epoch) == name for epoch in range(len(self.first_steps)))
         start = self.clock()
         for logger in loggers:
             logger.experiment.flush()
-        flush, total = self.clock() - start, sum(self.charges.values())
-        self.charges = {epoch: seconds * (1 + flush / total) for epoch, seconds in self.charges.items()} if total else {}
+        flush, total = self.clock() - start, sum(per_epoch.values())
+        share = 1 + flush / total if total else 1.0
+        self.charges = {epoch: per_epoch.get(side(epoch), 0.0) * share for epoch in range(len(self.first_steps))}
         super().on_train_end()
 
 
@@ -168,7 +172,7 @@ def run(mode: str) -> list:
              "log_every_n_steps": 5, "unit": "epoch",
              "design": "one Trainer run per repeat, epochs cycling " + " / ".join(OBSERVER_CYCLE)
              + "; every TensorBoard event (the module's and the observers') handed over at the end of training, "
-             "epoch by epoch, each epoch charged its own"}  # fmt: skip
+             "one side at a time (as a run hands over all it holds at once), each epoch charged its side's share"}  # fmt: skip
     return [
         comparison("per_sample.statistics", "PerSampleStatistics on vs off, digits epoch", measurement,
                    "statistics", "no observers", on, setup=setup),

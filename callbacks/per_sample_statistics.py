@@ -90,7 +90,7 @@ class PerSampleStatistics(L.Callback):
         self._batches: list[tuple[int, Mapping[str, torch.Tensor]]] = []  # (step, per-sample values)
         self._window_start = 0  # first batch of the current window
         self._last_window_step = -1
-        self._batch_step = 0
+        self._batch_step = 0  # the global step the next batch trains at (the step after the last batch's end)
         self._active = False  # True once a batch returned per-sample values (not a CE-only run)
         self._dtype = torch.float32
         self._run_dir: str | None = None
@@ -102,6 +102,7 @@ class PerSampleStatistics(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # trainer.log_dir broadcasts from rank 0: every rank must ask, so ask here, not when writing.
         self._run_dir = trainer.log_dir
+        self._batch_step = trainer.global_step  # a mid-epoch resume skips on_train_epoch_start
         self._dtype = torch.float64 if _dataset_size(trainer) > FLOAT32_EXACT_INTEGERS else torch.float32
         self._fit = (trainer, pl_module)
         # Resumed in the middle of an epoch (Lightning then skips that epoch's on_train_epoch_start): the epoch's
@@ -116,6 +117,7 @@ class PerSampleStatistics(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
+        self._batch_step = trainer.global_step
 
     # -- resuming in the middle of an epoch ---------------------------------------------------------
     def state_dict(self) -> dict:
@@ -146,20 +148,20 @@ class PerSampleStatistics(L.Callback):
             return parts[0]
         return {name: torch.cat([part[name] for part in parts]) for name in BUFFER_COLUMNS}
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self._batch_step = trainer.global_step
-
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
+        # Nothing changes the global step between one batch's end and the next batch's start, so the step a batch
+        # trained at is the one the previous batch ended on: no on_train_batch_start hook (a few us a step) needed.
+        batch_step, step = self._batch_step, trainer.global_step
+        self._batch_step = step
         per_sample = outputs.get("per_sample") if isinstance(outputs, Mapping) else None
         if per_sample is None:
             return
         self._active = True
         # The module returns fresh detached [B] tensors every step; keeping them costs no kernel and
         # no copy. They are concatenated once per write instead of once per step.
-        self._batches.append((self._batch_step, per_sample))
-        step = trainer.global_step
+        self._batches.append((batch_step, per_sample))
         if self.every_n_steps and self.histograms and step % self.every_n_steps == 0 and step != self._last_window_step:
             # Same decision on every rank: it depends on the global step only.
             self._last_window_step = step
@@ -196,19 +198,17 @@ class PerSampleStatistics(L.Callback):
     ) -> None:
         """Histograms and mean scalars of the rows' ``{column: [N]}`` under ``group`` (global rank 0 only)."""
         histograms = {f"{group}/{name}": columns[column] for column, name in HISTOGRAM_NAMES.items()}
-        names = {**HISTOGRAM_NAMES, **MEAN_ONLY_NAMES}
-        values = np.stack([columns[column] for column in names], axis=1).astype(np.float64)  # [N, 10]
-        finite = np.isfinite(values)
-        counts = finite.sum(axis=0)
-        sums = np.where(finite, values, 0.0).sum(axis=0)
-        means = {
-            f"{group}/{name}_mean": total / count for name, total, count in zip(names.values(), sums, counts) if count
-        }
+        # The histograms' means are read off their protos when they are built (at the hand-off); the accuracies
+        # get no histogram. NaN and inf are left out of every mean, as out of the histograms.
+        means = {}
+        for column, name in MEAN_ONLY_NAMES.items():
+            if len(columns[column]):
+                means[f"{group}/{name}_mean"] = float(np.count_nonzero(columns[column]) / len(columns[column]))
         pending = getattr(pl_module, "pending_scalars", None)
         if pending is not None:  # handed to TensorBoard with the module's training scalars (PendingScalars)
-            pending.add(means, step, trainer.loggers, histograms=histograms)
+            pending.add(means, step, trainer.loggers, histograms=histograms, mean_tags=histograms.keys())
         else:
-            write_summary(trainer.loggers, histograms, means, step)
+            write_summary(trainer.loggers, histograms, means, step, mean_tags=histograms.keys())
 
 
 def stack_columns(batches: list[tuple[int, Mapping[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:

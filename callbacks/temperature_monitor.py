@@ -41,8 +41,7 @@ class TemperatureMonitor(L.Callback):
     8 keys on a small CPU run (the 3% budget); so they are not in ``trainer.callback_metrics``. With a
     ``DistillationModule`` the step's T_i tensors wait, untouched, in its ``pending_scalars``; the means and
     ranges are worked out for all waiting steps at once when they reach the loggers with its training
-    scalars (at most 10 s late, and at the end of training): no kernel and no host sync in the step (the
-    four reductions a logging step used to cost were a third of this callback's share of a digits epoch).
+    scalars (at most 10 s late, and at the end of training): no kernel and no host sync in the step.
     Other steps cost nothing: no tensor is touched.
 
     HPARAMS (global rank 0, every TensorBoard logger): at the end of ``fit`` the flattened module

@@ -19,8 +19,9 @@ numpy reductions for all of them, instead of four kernels in the training step e
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,13 +72,22 @@ class PendingScalars:
 
     def __init__(self, max_delay_s: float = 10.0):
         self.max_delay_s = max_delay_s
-        self.events: list[tuple[Scalars, Mapping[str, np.ndarray], int]] = []
+        # (scalars, histograms, step, mean_tags): see ``add``
+        self.events: list[tuple[Scalars, Mapping[str, np.ndarray], int, Collection[str]]] = []
         self._oldest: float | None = None
 
-    def add(self, scalars: Scalars, step: int, loggers, histograms: Mapping[str, np.ndarray] | None = None) -> None:
-        """Queue one event (``histograms``: ``{tag: [N] array}``, written as TensorBoard histograms with it); hand
-        every pending one to ``loggers`` when the oldest is ``max_delay_s`` old."""
-        self.events.append((scalars, histograms or {}, step))
+    def add(
+        self,
+        scalars: Scalars,
+        step: int,
+        loggers,
+        histograms: Mapping[str, np.ndarray] | None = None,
+        mean_tags: Collection[str] = (),
+    ) -> None:
+        """Queue one event (``histograms``: ``{tag: [N] array}``, written as TensorBoard histograms with it, and for
+        each tag of ``mean_tags`` the scalar ``<tag>_mean`` read off its histogram); hand every pending one to
+        ``loggers`` when the oldest is ``max_delay_s`` old."""
+        self.events.append((scalars, histograms or {}, step, mean_tags))
         now = time.monotonic()
         if self._oldest is None:
             self._oldest = now
@@ -87,14 +97,15 @@ class PendingScalars:
     def write(self, loggers) -> None:
         """Every pending event to every logger, in order, the events of one step as one (TensorBoard event, or
         ``log_metrics`` call); then none pending."""
-        floats = resolve([scalars for scalars, _, _ in self.events])
-        merged: dict[int, tuple[dict[str, float], dict[str, np.ndarray]]] = {}  # step -> (scalars, histograms)
-        for values, (_, histograms, step) in zip(floats, self.events):
-            scalars, tags = merged.setdefault(step, ({}, {}))
+        floats = resolve([event[0] for event in self.events])
+        merged: dict[int, tuple[dict[str, float], dict[str, np.ndarray], set[str]]] = {}  # step -> its parts
+        for values, (_, histograms, step, mean_tags) in zip(floats, self.events):
+            scalars, tags, means = merged.setdefault(step, ({}, {}, set()))
             scalars.update(values)
             tags.update(histograms)
-        for step, (scalars, histograms) in merged.items():
-            write_summary(loggers, histograms, scalars, step)
+            means.update(mean_tags)
+        for step, (scalars, histograms, means) in merged.items():
+            write_summary(loggers, histograms, scalars, step, mean_tags=means)
         self.events.clear()
         self._oldest = None
 
@@ -138,34 +149,52 @@ def flat_float(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def batch_ranges(events: Sequence[BatchRanges]) -> list[dict[str, float]]:
-    """Each ``BatchRanges`` event's scalars (see there), all worked out with one read of their tensors.
+    """Each ``BatchRanges`` event's scalars (see there), all worked out together: one concatenation of every row
+    (and one of every ``extra``), one copy to the host, three segmented numpy reductions.
 
     A row's mean is computed in float64; min and max propagate NaN, as ``torch.aminmax`` does; an empty row
     gives NaN for all three.
     """
-    rows = [row for event in events for row in event.rows]
-    extras = [event.extra for event in events if event.extra is not None]
-    arrays = read_together(rows + extras)
-    row_arrays, extra_arrays = arrays[: len(rows)], iter(arrays[len(rows) :])
-    statistics = {kind: np.full(len(rows), np.nan) for kind in RANGE_KINDS}  # each [number of rows]
-    filled = [position for position, array in enumerate(row_arrays) if len(array)]
-    if filled:
-        lengths = np.array([len(row_arrays[position]) for position in filled])
-        values = np.concatenate([row_arrays[position] for position in filled])
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        statistics["mean"][filled] = np.add.reduceat(values, starts) / lengths
-        statistics["min"][filled] = np.minimum.reduceat(values, starts)
-        statistics["max"][filled] = np.maximum.reduceat(values, starts)
-    resolved, first = [], 0
+    if not events:
+        return []
+    rows = [flat_float(row) for event in events for row in event.rows]
+    lengths = np.array([row.numel() for row in rows])
+    values = read_flat(rows)
+    statistics = np.full((len(RANGE_KINDS), len(rows)), np.nan)  # [mean / min / max, row]
+    filled = lengths > 0
+    if filled.any():
+        starts = (np.cumsum(lengths) - lengths)[filled]  # empty rows hold no value: the segments stay exact
+        statistics[0, filled] = np.add.reduceat(values, starts) / lengths[filled]
+        statistics[1, filled] = np.minimum.reduceat(values, starts)
+        statistics[2, filled] = np.maximum.reduceat(values, starts)
+    extras = [flat_float(event.extra) for event in events if event.extra is not None]
+    extra_values = read_flat(extras).tolist()
+    resolved, first, extra_first = [], 0, 0
     for event in events:
-        scalars = {
-            f"{name}_{kind}": float(statistics[kind][first + k]) for kind in RANGE_KINDS for k, name in enumerate(event.names)
-        }
-        first += len(event.rows)
+        count = len(event.rows)
+        scalars = dict(zip(range_names(event.names), statistics[:, first : first + count].ravel().tolist()))
+        first += count
         if event.extra is not None:
-            scalars.update(zip(event.extra_names, next(extra_arrays).tolist()))
+            scalars.update(zip(event.extra_names, extra_values[extra_first : extra_first + len(event.extra_names)]))
+            extra_first += len(event.extra_names)
         resolved.append(scalars)
     return resolved
+
+
+@functools.lru_cache(maxsize=64)
+def range_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``f"{name}_{kind}" for kind in ("mean", "min", "max") for name in names`` (the order ``batch_ranges`` fills)."""
+    return tuple(f"{name}_{kind}" for kind in RANGE_KINDS for name in names)
+
+
+def read_flat(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    """1-D float tensors concatenated into one float64 numpy array: one ``cat`` and one copy to the host (on the
+    first tensor's device; a tensor elsewhere is moved there first)."""
+    if not tensors:
+        return np.empty(0)
+    device = tensors[0].device
+    flat = torch.cat([tensor if tensor.device == device else tensor.to(device) for tensor in tensors])
+    return flat.cpu().numpy().astype(np.float64)
 
 
 def as_floats(scalars: Scalars) -> dict[str, float]:

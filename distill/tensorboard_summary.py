@@ -13,7 +13,7 @@ the same checksum (the bytes written are identical, tested), once, when this mod
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import google_crc32c
 import numpy as np
@@ -95,31 +95,58 @@ def column_protos(columns: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histogr
 
 
 def build_summary(
-    histograms: Mapping[str, np.ndarray], scalars: Mapping[str, float], bins: int = DEFAULT_BINS
+    histograms: Mapping[str, np.ndarray],
+    scalars: Mapping[str, float],
+    bins: int = DEFAULT_BINS,
+    mean_tags: Collection[str] = (),
 ) -> Summary:
     """One ``Summary`` holding a histogram per ``histograms`` entry (each ``[N]``; the entries of one length are
-    binned together) and the scalars."""
+    binned together), the scalars, and for each tag of ``mean_tags`` the scalar ``<tag>_mean``: the mean of the
+    histogram's finite values, read off its proto (``sum / num``, float64) instead of a second pass over them."""
     by_length: dict[int, list[str]] = {}
     for tag, values in histograms.items():
         by_length.setdefault(len(values), []).append(tag)
     value = []
+    means = {}
     for tags in by_length.values():
         table = np.stack([histograms[tag] for tag in tags]).astype(np.float64, copy=False)  # [K, N], one cast
-        protos = column_protos(table, bins)
-        value += [Summary.Value(tag=tag, histo=proto) for tag, proto in zip(tags, protos) if proto is not None]
-    value += [Summary.Value(tag=tag, simple_value=float(number)) for tag, number in scalars.items()]
+        for tag, proto in zip(tags, column_protos(table, bins)):
+            if proto is not None:
+                value.append(Summary.Value(tag=tag, histo=proto))
+                if tag in mean_tags:
+                    means[f"{tag}_mean"] = proto.sum / proto.num
+    value += [Summary.Value(tag=tag, simple_value=float(number)) for tag, number in {**means, **scalars}.items()]
     return Summary(value=value)
 
 
-def write_summary(loggers, histograms: Mapping[str, np.ndarray], scalars: Mapping[str, float], step: int,
-                  bins: int = DEFAULT_BINS) -> None:  # fmt: skip
-    """Histograms and scalars to every ``TensorBoardLogger`` of ``loggers`` as one event at ``step``;
-    the scalars alone to every other logger (``log_metrics``). Call on global rank 0 only."""
+def finite_means(histograms: Mapping[str, np.ndarray], mean_tags: Collection[str]) -> dict[str, float]:
+    """``{"<tag>_mean": mean of the finite values}`` for each tag of ``mean_tags`` with a finite value: the scalars
+    ``build_summary`` reads off its protos, for loggers that get no histogram."""
+    means = {}
+    for tag in mean_tags:
+        values = np.asarray(histograms[tag], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            means[f"{tag}_mean"] = float(finite.sum() / finite.size)
+    return means
+
+
+def write_summary(
+    loggers,
+    histograms: Mapping[str, np.ndarray],
+    scalars: Mapping[str, float],
+    step: int,
+    bins: int = DEFAULT_BINS,
+    mean_tags: Collection[str] = (),
+) -> None:
+    """Histograms and scalars (and the means of the ``mean_tags`` histograms, see ``build_summary``) to every
+    ``TensorBoardLogger`` of ``loggers`` as one event at ``step``; the scalars and means alone to every other logger
+    (``log_metrics``). Call on global rank 0 only."""
     summary = None
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            summary = summary or build_summary(histograms, scalars, bins)
+            summary = summary or build_summary(histograms, scalars, bins, mean_tags)
             # The same writer Lightning's own log_hyperparams uses for summaries it builds itself.
             logger.experiment._get_file_writer().add_summary(summary, step)
         else:
-            logger.log_metrics(dict(scalars), step=step)
+            logger.log_metrics({**finite_means(histograms, mean_tags), **scalars}, step=step)

@@ -124,3 +124,17 @@ def test_records_file_is_byte_identical_to_np_save(tmp_path):
     assert {name: column.tolist() for name, column in read_epoch(path).items()} == {
         name: column.tolist() for name, column in columns.items()
     }
+
+
+def test_histogram_means_read_off_the_protos_equal_the_finite_means():
+    from distill.tensorboard_summary import finite_means
+
+    histograms = {"a": np.r_[np.arange(10.0), np.nan, np.inf], "b": np.full(4, np.nan), "c": np.array([1e30, 3e30], np.float32)}
+    summary = build_summary(histograms, {"d": 2.0}, mean_tags=("a", "b", "c"))
+    scalars = {value.tag: value.simple_value for value in summary.value if value.WhichOneof("value") == "simple_value"}
+    expected = finite_means(histograms, ("a", "b", "c"))
+    assert set(expected) == {"a_mean", "c_mean"}  # no finite value: no mean
+    assert expected["a_mean"] == 4.5 and expected["c_mean"] == pytest.approx(2e30, rel=1e-6)
+    assert set(scalars) == {"a_mean", "c_mean", "d"}
+    for tag, value in expected.items():
+        assert scalars[tag] == pytest.approx(value, rel=1e-6)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from callbacks import PerSampleStatistics, TemperatureMonitor, read_epoch, read_records, record_files
@@ -51,6 +51,18 @@ def test_histograms_at_every_window_and_epoch_end(tals_run, train_set):
     for event in accumulator.Histograms("per_sample/sigma")[:-1]:
         assert event.histogram_value.num > 0
     assert accumulator.Scalars("per_sample_epoch/teacher_acc_mean")[-1].value > 0.9
+
+
+def test_epoch_means_equal_the_records(tals_run, train_set):
+    """The ``_mean`` scalars are read off the histograms at the hand-off: they equal a float64 mean of the records."""
+    accumulator = events(tals_run)
+    names = {**HISTOGRAM_NAMES, "teacher_correct": "teacher_acc", "student_correct": "student_acc"}
+    for epoch, path in enumerate(record_files(tals_run)):
+        columns = read_epoch(path)
+        for column, name in names.items():
+            (point,) = [event for event in accumulator.Scalars(f"per_sample_epoch/{name}_mean") if event.step == columns["step"].max()]
+            values = columns[column].astype(np.float64)
+            assert point.value == pytest.approx(values[np.isfinite(values)].mean(), rel=1e-6), (epoch, name)
 
 
 def test_one_record_row_per_training_sample_per_epoch(tals_run, train_set):
@@ -133,6 +145,36 @@ def test_every_column_matches_the_module_on_the_same_samples(tmp_path):
     assert [event.step for event in accumulator.Histograms("per_sample/alpha")] == [1, 3]
     assert [event.histogram_value.num for event in accumulator.Histograms("per_sample/alpha")] == [128, 128]
     assert [event.step for event in accumulator.Histograms("per_sample_epoch/alpha")] == [4]
+
+
+def test_step_column_under_gradient_accumulation(tmp_path):
+    """A batch's ``step`` is the global step it trained at, taken from the previous batch's end: with two batches
+    per optimizer step, batches 0-1 train at step 0, 2-3 at step 1, ... (checked against the trainer itself)."""
+
+    class BatchStarts(Callback):
+        def __init__(self):
+            self.steps = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.steps.append((trainer.global_step, batch[2].clone()))
+
+    seed_everything(0)
+    starts = BatchStarts()
+    trainer = Trainer(
+        accelerator="cpu", max_epochs=2, limit_train_batches=5, limit_val_batches=0, num_sanity_val_steps=0,
+        accumulate_grad_batches=2, logger=TensorBoardLogger(tmp_path, name="acc", version="v", default_hp_metric=False),
+        callbacks=[PerSampleStatistics(every_n_steps=2), starts], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(DistillationModule(), DigitsDataModule(batch_size=64))
+    for epoch in range(2):
+        expected = {}
+        for step, index in starts.steps[5 * epoch : 5 * epoch + 5]:
+            expected.update(dict.fromkeys(index.tolist(), step))
+        records = read_records(tmp_path / "acc" / "v", epochs=[epoch])
+        assert len(records["index"]) == len(expected) == 5 * 64
+        assert records["step"].tolist() == [expected[index] for index in records["index"].tolist()], epoch
+    assert sorted({step for step, _ in starts.steps}) == [0, 1, 2, 3, 4, 5]  # 3 optimizer steps an epoch (2, 2, 1)
 
 
 # -- CE-only runs and switching off -----------------------------------------------------------------
