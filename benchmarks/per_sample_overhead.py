@@ -140,8 +140,9 @@ def run(mode: str) -> list:
     warnings.filterwarnings("ignore")
     on = device()
     clock = Clock(on)
-    # 4 x 9 timed epochs a run (one per side of OBSERVER_CYCLE each), 8 runs (about 15 s in all on the CPU).
-    plan = budget(mode, Budget(repeats=8, warmup=4, timed=36))
+    # 4 x 9 timed epochs a run (one per side of OBSERVER_CYCLE each), 12 runs (25-60 s in all on these CPUs): with 8
+    # the same code read 1.027-1.043 from one bench run to the next.
+    plan = budget(mode, Budget(repeats=12, warmup=4, timed=36))
     timed = max(plan.timed, len(OBSERVER_CYCLE))  # every side timed at least once (tiny mode)
     root = tempfile.mkdtemp(prefix="bench-observers-")
     every = every_n_steps()

@@ -225,6 +225,16 @@ def test_deduplicate_keeps_the_first_occurrence_sorted_by_index():
     assert kept["step"].tolist() == [0, 1, 0]
     unique = {"index": np.array([4, 0, 2]), "step": np.array([5, 6, 7])}
     assert {name: column.tolist() for name, column in deduplicate(unique).items()} == {"index": [0, 2, 4], "step": [6, 7, 5]}
+    # Both ways of sorting (a table of first positions for small indices, argsort for sparse ones) agree.
+    generator = np.random.default_rng(0)
+    for high in (50, 10**9):
+        index = generator.integers(0, high, 300)
+        columns = {"index": index, "row": np.arange(300)}
+        kept = deduplicate(columns)
+        distinct, first = np.unique(index, return_index=True)
+        assert kept["index"].tolist() == distinct.tolist() and kept["row"].tolist() == first.tolist()
+    assert deduplicate({"index": np.array([-3, 5, -3]), "row": np.arange(3)})["row"].tolist() == [0, 1]
+    assert deduplicate({"index": np.empty(0, np.int64)})["index"].tolist() == []
 
 
 def test_records_are_written_atomically_and_read_in_one_call(tmp_path):
