@@ -30,6 +30,7 @@ from distill.data import DigitsDataModule
 from distill.losses import kl_div
 from distill.models import create
 from distill.module import DistillationModule
+from distill.pending_scalars import WRITER_QUEUE
 from distill.policies import FixedTemperature
 
 
@@ -148,7 +149,7 @@ def digits_logging(mode: str) -> list:
         L.seed_everything(0, verbose=False)
         reset_peak_memory(on)
         timer = UnitTimer(clock, plan.warmup)
-        logger = TensorBoardLogger(root, name=f"run{repeat}", default_hp_metric=False)
+        logger = TensorBoardLogger(root, name=f"run{repeat}", default_hp_metric=False, max_queue=WRITER_QUEUE)
         trainer = quiet_trainer(root, [timer], logger, max_epochs=plan.warmup + timed, log_every_n_steps=5)
         module = AlternatingLogging()
         trainer.fit(module, DigitsDataModule(batch_size=64))
@@ -244,7 +245,7 @@ def lightning_steps(student: str, teacher: str, batches: list, clock: Clock, war
     module = kd_module(student, teacher, batches[0][0].device)
     optimizer = lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)  # noqa: E731
     module.optimizer_factory = optimizer
-    logger = TensorBoardLogger(root, name="lightning", default_hp_metric=False)
+    logger = TensorBoardLogger(root, name="lightning", default_hp_metric=False, max_queue=WRITER_QUEUE)
     trainer = quiet_trainer(root, [timer], logger, max_epochs=1, log_every_n_steps=50)
     trainer.fit(module, train_dataloaders=SameBatches(batches))
     return timer.units

@@ -34,6 +34,7 @@ from callbacks import PerSampleStatistics, TemperatureMonitor
 from distill.data import DigitsDataModule
 from distill.layers import CONFIGS
 from distill.module import DistillationModule
+from distill.pending_scalars import WRITER_QUEUE
 
 # The epochs of one run, cycled.
 OBSERVER_CYCLE = ("no observers", "statistics", "both", "no observers again")
@@ -157,7 +158,8 @@ def run(mode: str) -> list:
         ]  # fmt: skip
         trainer = L.Trainer(
             accelerator="auto", devices=1, max_epochs=plan.warmup + timed, log_every_n_steps=5,
-            num_sanity_val_steps=0, logger=TensorBoardLogger(root, name=f"run{repeat}", default_hp_metric=False),
+            num_sanity_val_steps=0,
+            logger=TensorBoardLogger(root, name=f"run{repeat}", default_hp_metric=False, max_queue=WRITER_QUEUE),
             callbacks=[*observers, timer], enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False,
         )  # fmt: skip

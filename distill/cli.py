@@ -37,6 +37,7 @@ from distill.checkpoint_io import check_hyperparameters, check_resume_checkpoint
 from distill.cli_errors import argument_error_line, check_config_files, check_run_values, instantiation_error_line
 from distill.errors import DistillError
 from distill.module import DistillationModule
+from distill.pending_scalars import WRITER_QUEUE
 from distill.policies import GridTemperature, SigmaAnchoredTemperature
 from distill.reliable_training import LIGHTNING_CHECKPOINT_NAMES, add_reliability_defaults
 from distill.run_folder import SaveConfigKeepingPrevious, place_run
@@ -158,7 +159,9 @@ class DistillCLI(LightningCLI):
                     "class_path": "torch.optim.lr_scheduler.MultiStepLR",
                     "init_args": {"milestones": [150, 180, 210], "gamma": 0.1},
                 },
-                "trainer.logger": lazy_instance(TensorBoardLogger, save_dir="runs", name=None, default_hp_metric=False),
+                "trainer.logger": lazy_instance(
+                    TensorBoardLogger, save_dir="runs", name=None, default_hp_metric=False, max_queue=WRITER_QUEUE
+                ),
             }
         )
 

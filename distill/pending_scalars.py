@@ -30,6 +30,10 @@ import torch
 from distill.tensorboard_summary import write_summary
 
 RANGE_KINDS = ("mean", "min", "max")
+# Events TensorBoard's writer queue holds (``SummaryWriter(max_queue=...)``; its default is 10). A hand-off of a few
+# hundred events into a 10-event queue trades the GIL with the writer thread event by event: 180 events took 29 ms
+# of process CPU with 10 against 17 ms with 1000 (measured). The CLI's default logger and the benchmarks use this.
+WRITER_QUEUE = 1000
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,20 @@ def test_short_run_trains_and_writes_its_files(short_run):
     assert not cli.model.teacher.training
 
 
+def test_tensorboard_writer_queue_holds_a_hand_off(short_run):
+    """configs/base.yaml and the CLI's own default logger give TensorBoard's writer a queue of WRITER_QUEUE events
+    (not its default 10), and the saved config keeps it."""
+    from distill.cli import cli_main
+    from distill.pending_scalars import WRITER_QUEUE
+
+    cli, log_dir = short_run
+    assert cli.trainer.logger.experiment.max_queue == WRITER_QUEUE
+    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert config["trainer"]["logger"]["init_args"]["max_queue"] == WRITER_QUEUE
+    bare = cli_main(["--trainer.max_epochs=1"], run=False)  # no config layer: the CLI's own default
+    assert bare.trainer.logger._kwargs["max_queue"] == WRITER_QUEUE
+
+
 def test_saved_config_resolves_every_hyperparameter(short_run):
     _, log_dir = short_run
     config = yaml.safe_load((log_dir / "config.yaml").read_text())
