@@ -129,17 +129,9 @@ def resolve(events: Sequence[Scalars]) -> list[dict[str, float]]:
 
 
 def read_together(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """1-D tensors as float64 numpy arrays, in order, with one concatenation and one copy to the host per device."""
-    arrays: list[np.ndarray | None] = [None] * len(tensors)
-    by_device: dict[torch.device, list[int]] = {}
-    for position, tensor in enumerate(tensors):
-        by_device.setdefault(tensor.device, []).append(position)
-    for positions in by_device.values():
-        parts = [flat_float(tensors[position]) for position in positions]
-        flat = torch.cat(parts).cpu().numpy().astype(np.float64) if parts else np.empty(0)
-        for position, part in zip(positions, np.split(flat, np.cumsum([len(part) for part in parts])[:-1])):
-            arrays[position] = part
-    return arrays  # type: ignore[return-value]
+    """Tensors as 1-D float64 numpy arrays, in order, read with one ``read_flat`` (one host copy) for all of them."""
+    parts = [flat_float(tensor) for tensor in tensors]
+    return np.split(read_flat(parts), np.cumsum([part.numel() for part in parts])[:-1]) if parts else []
 
 
 def flat_float(tensor: torch.Tensor) -> torch.Tensor:
