@@ -15,23 +15,29 @@ side's share, on both sides of each ratio.
 - ``per_sample.statistics``: PerSampleStatistics on / off. Reported.
 - ``per_sample.both``: both callbacks on / off. Bound 1.03.
 - ``per_sample.noise_floor``: the A/A control.
+- ``per_sample.both_fashion_mnist``: both callbacks on / off on a Fashion-MNIST epoch (the shipped
+  ``fashion_mnist_cnn`` teacher, cached, into ``mlp_small``; 55,000 images, batch 128, 430 steps, validation on
+  5,000, the data layer's logging cadence). Reported: what the observers cost on an epoch of a real size, where the
+  per-epoch work (the record file, the epoch histograms) is spread over 20x the steps of a digits epoch.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import tempfile
 import warnings
 from collections.abc import Callable
 
 import lightning as L
+import torch
 import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from benchmarks.framework_overhead import UnitTimer
 from benchmarks.harness import Budget, Clock, Measurement, budget, comparison, device, peak_memory_mb, reset_peak_memory
 from callbacks import PerSampleStatistics, TemperatureMonitor
-from distill.data import DigitsDataModule
+from distill.data import DigitsDataModule, FashionMNISTDataModule
 from distill.layers import CONFIGS
 from distill.module import DistillationModule
 from distill.pending_scalars import WRITER_QUEUE
@@ -40,12 +46,21 @@ from distill.pending_scalars import WRITER_QUEUE
 OBSERVER_CYCLE = ("no observers", "statistics", "both", "no observers again")
 
 
-def every_n_steps() -> int:
-    """``PerSampleStatistics.every_n_steps`` as the config layers of the digits run set it."""
+def every_n_steps(data: str = "digits") -> int:
+    """``PerSampleStatistics.every_n_steps`` as the config layers of a ``data`` run set it."""
     value = 50
-    for layer in ("base.yaml", "data/digits.yaml"):
+    for layer in ("base.yaml", f"data/{data}.yaml"):
         settings = yaml.safe_load((CONFIGS / layer).read_text()) or {}
         value = ((settings.get("per_sample_statistics") or {}).get("init_args") or {}).get("every_n_steps", value)
+    return int(value)
+
+
+def log_every_n_steps(data: str) -> int:
+    """``trainer.log_every_n_steps`` as the config layers of a ``data`` run set it (Lightning's default: 50)."""
+    value = 50
+    for layer in ("base.yaml", f"data/{data}.yaml"):
+        settings = yaml.safe_load((CONFIGS / layer).read_text()) or {}
+        value = (settings.get("trainer") or {}).get("log_every_n_steps", value)
     return int(value)
 
 
@@ -61,9 +76,12 @@ class ChargedHandOff(DistillationModule):
     spent on the events of the epoch's side (its own training scalars and the observers' events alike) over that
     side's epochs, the final ``flush`` (the writer thread's work on all of them) shared out in proportion."""
 
-    def __init__(self, clock: Clock):
-        super().__init__()
+    def __init__(self, clock: Clock, **module_args):
+        super().__init__(**module_args)
         self.clock = clock
+        # Held to the end of training: a hand-off after 10 s (a Fashion-MNIST run of 12 epochs takes 17 s) would land
+        # inside one timed epoch, every side's events charged to that epoch's side.
+        self.pending_scalars.max_delay_s = math.inf
         self.first_steps: list[int] = []  # first_steps[epoch]: the global step of the epoch's first batch
         self.charges: dict[int, float] = {}
 
@@ -137,16 +155,14 @@ class EpochGate(L.Callback):
             self.callback.on_train_epoch_end(trainer, pl_module)
 
 
-def run(mode: str) -> list:
-    warnings.filterwarnings("ignore")
-    on = device()
+def observer_cycle(plan: Budget, data: str, make_data: Callable[[], L.LightningDataModule], module_args: dict,
+                   on: torch.device) -> Measurement:  # fmt: skip
+    """``plan.repeats`` Trainer runs of ``plan.warmup + plan.timed`` epochs cycling ``OBSERVER_CYCLE``: per side, per
+    run, the epochs' seconds (each charged its side's share of the hand-off) and the peak memory."""
     clock = Clock(on)
-    # 4 x 9 timed epochs a run (one per side of OBSERVER_CYCLE each), 12 runs (25-60 s in all on these CPUs): with 8
-    # the same code read 1.027-1.043 from one bench run to the next.
-    plan = budget(mode, Budget(repeats=12, warmup=4, timed=36))
     timed = max(plan.timed, len(OBSERVER_CYCLE))  # every side timed at least once (tiny mode)
-    root = tempfile.mkdtemp(prefix="bench-observers-")
-    every = every_n_steps()
+    root = tempfile.mkdtemp(prefix=f"bench-observers-{data}-")
+    every = every_n_steps(data)
     measurement = Measurement({name: [] for name in OBSERVER_CYCLE}, {name: [] for name in OBSERVER_CYCLE})
     for repeat in range(plan.repeats):
         L.seed_everything(0, verbose=False)
@@ -157,30 +173,60 @@ def run(mode: str) -> list:
             EpochGate(TemperatureMonitor(), lambda epoch: side(epoch) == "both"),
         ]  # fmt: skip
         trainer = L.Trainer(
-            accelerator="auto", devices=1, max_epochs=plan.warmup + timed, log_every_n_steps=5,
+            accelerator="auto", devices=1, max_epochs=plan.warmup + timed, log_every_n_steps=log_every_n_steps(data),
             num_sanity_val_steps=0,
             logger=TensorBoardLogger(root, name=f"run{repeat}", default_hp_metric=False, max_queue=WRITER_QUEUE),
             callbacks=[*observers, timer], enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False,
         )  # fmt: skip
-        module = ChargedHandOff(clock)
-        trainer.fit(module, DigitsDataModule(batch_size=64))
+        module = ChargedHandOff(clock, **module_args)
+        trainer.fit(module, make_data())
         for name in OBSERVER_CYCLE:
             # unit k is epoch warmup + k, charged its events' hand-off
             units = [t + module.charges.get(plan.warmup + k, 0.0)
                      for k, t in enumerate(timer.units) if side(plan.warmup + k) == name]  # fmt: skip
             measurement.units[name].append(units or [0.0])
             measurement.memory_mb[name].append(peak_memory_mb(on))
-    setup = {"data": "digits, batch 64, 21 steps an epoch, validation every epoch", "every_n_steps": every,
-             "log_every_n_steps": 5, "unit": "epoch",
-             "design": "one Trainer run per repeat, epochs cycling " + " / ".join(OBSERVER_CYCLE)
-             + "; every TensorBoard event (the module's and the observers') handed over at the end of training, "
-             "one side at a time (as a run hands over all it holds at once), each epoch charged its side's share"}  # fmt: skip
+    return measurement
+
+
+DESIGN = ("one Trainer run per repeat, epochs cycling " + " / ".join(OBSERVER_CYCLE) + "; every TensorBoard event "
+          "(the module's and the observers') handed over at the end of training, one side at a time (as a run hands "
+          "over all it holds at once), each epoch charged its side's share")  # fmt: skip
+
+
+def run(mode: str) -> list:
+    warnings.filterwarnings("ignore")
+    on = device()
+    # 4 x 9 timed epochs a run (one per side of OBSERVER_CYCLE each), 12 runs (25-60 s in all on these CPUs): with 8
+    # the same code read 1.027-1.043 from one bench run to the next.
+    plan = budget(mode, Budget(repeats=12, warmup=4, timed=36))
+    digits = observer_cycle(plan, "digits", lambda: DigitsDataModule(batch_size=64), {}, on)
+    setup = {"data": "digits, batch 64, 21 steps an epoch, validation every epoch", "every_n_steps": every_n_steps(),
+             "log_every_n_steps": log_every_n_steps("digits"), "unit": "epoch", "design": DESIGN}  # fmt: skip
+    # 4 x 2 timed epochs of 430 steps a run, 2 runs (about 80 s on these CPUs); tiny mode: 20 images a class.
+    fashion_plan = budget(mode, Budget(repeats=2, warmup=4, timed=8))
+    per_class = 20 if mode == "tiny" else None
+    fashion = observer_cycle(
+        fashion_plan, "fashion_mnist",
+        lambda: FashionMNISTDataModule(batch_size=128, val_size=5000 if per_class is None else 20, train_per_class=per_class),
+        {"student": "mlp_small", "teacher": "fashion_mnist_cnn", "teacher_cache": True, "num_classes": 10,
+         "input_shape": (1, 28, 28)}, on,
+    )  # fmt: skip
+    fashion_setup = {"data": "Fashion-MNIST, shipped fashion_mnist_cnn teacher (cached) -> mlp_small, TALS, batch 128, "
+                     + ("430 steps an epoch" if per_class is None else f"{per_class} images a class")
+                     + ", validation every epoch", "every_n_steps": every_n_steps("fashion_mnist"),
+                     "log_every_n_steps": log_every_n_steps("fashion_mnist"), "unit": "epoch", "design": DESIGN}  # fmt: skip
     return [
-        comparison("per_sample.statistics", "PerSampleStatistics on vs off, digits epoch", measurement,
+        comparison("per_sample.statistics", "PerSampleStatistics on vs off, digits epoch", digits,
                    "statistics", "no observers", on, setup=setup),
         comparison("per_sample.both", "PerSampleStatistics and TemperatureMonitor on vs off, digits epoch",
-                   measurement, "both", "no observers", on, bound=1.03, setup=setup),
+                   digits, "both", "no observers", on, bound=1.03, setup=setup),
         comparison("per_sample.noise_floor", "A/A control: no observers in two epochs of the same cycle",
-                   measurement, "no observers again", "no observers", on, setup=setup),
+                   digits, "no observers again", "no observers", on, setup=setup),
+        comparison("per_sample.both_fashion_mnist",
+                   "PerSampleStatistics and TemperatureMonitor on vs off, Fashion-MNIST epoch", fashion,
+                   "both", "no observers", on, setup=fashion_setup),
+        comparison("per_sample.noise_floor_fashion_mnist", "A/A control on the Fashion-MNIST epochs", fashion,
+                   "no observers again", "no observers", on, setup=fashion_setup),
     ]  # fmt: skip

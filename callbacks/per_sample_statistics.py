@@ -60,7 +60,9 @@ class PerSampleStatistics(L.Callback):
 
     Cost: each step keeps a reference to the step's ``[B]`` tensors, on their device: no kernel, no
     copy, no host sync. Window writes and the epoch end concatenate them column by column (one ``cat``
-    a column, however many steps) and move the columns to the CPU; nothing else does. With a
+    a column, however many steps) and move the columns to the CPU; nothing else does. Each sample crosses
+    to the host once: a window's columns, once on the host, are kept for the epoch end, which only adds the
+    steps after the last window. With a
     ``DistillationModule`` the histogram events wait in its ``pending_scalars`` and reach TensorBoard with
     its training scalars (at most 10 s late, and at the end of training); the record files are written
     at once.
@@ -87,8 +89,10 @@ class PerSampleStatistics(L.Callback):
         )
         self.histograms = bool(histograms)
         self.records = bool(records)
-        self._batches: list[tuple[int, Mapping[str, torch.Tensor]]] = []  # (step, per-sample values)
-        self._window_start = 0  # first batch of the current window
+        self._batches: list[tuple[int, Mapping[str, torch.Tensor]]] = []  # (step, values) since the last window
+        # This epoch's rows already on the host (global rank 0), in time order: the rows restored from before a
+        # resume, then each window's gathered rows ({column: [N] array}, before deduplication).
+        self._host_parts: list[dict[str, np.ndarray]] = []
         self._last_window_step = -1
         self._batch_step = 0  # the global step the next batch trains at (the step after the last batch's end)
         self._active = False  # True once a batch returned per-sample values (not a CE-only run)
@@ -96,7 +100,6 @@ class PerSampleStatistics(L.Callback):
         self._run_dir: str | None = None
         self._fit: tuple[L.Trainer, L.LightningModule] | None = None  # for state_dict, which gets neither
         self._restored: tuple[int, torch.Tensor] | None = None  # (epoch, rows) from a checkpoint
-        self._earlier_columns: dict[str, torch.Tensor] | None = None  # this epoch's rows from before a resume (rank 0)
 
     # -- collection (every step: a reference to the step's tensors, nothing else) ------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -112,8 +115,8 @@ class PerSampleStatistics(L.Callback):
             self._restored = None
             if epoch == trainer.current_epoch and len(rows):
                 self._active = True  # on every rank: state_dict and the epoch end gather on all of them alike
-                if trainer.is_global_zero:
-                    self._earlier_columns = table_tensors(rows.to(pl_module.device))
+                if trainer.is_global_zero:  # the rows of every rank, gathered when they were saved
+                    self._host_parts = [table_columns(rows.cpu().numpy())]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
@@ -127,7 +130,7 @@ class PerSampleStatistics(L.Callback):
         if self._fit is None or not self._active:
             return {}
         trainer, pl_module = self._fit
-        columns = gather_columns(trainer, pl_module, self._epoch_columns(pl_module.device), self._dtype)
+        columns = self._epoch_so_far(trainer, pl_module)
         numpy_dtype = torch.empty(0, dtype=self._dtype).numpy().dtype
         table = np.stack([columns[name].astype(numpy_dtype) for name in BUFFER_COLUMNS], axis=1) if columns else None
         rows = torch.from_numpy(table) if table is not None else torch.empty(0, len(BUFFER_COLUMNS), dtype=self._dtype)
@@ -137,16 +140,19 @@ class PerSampleStatistics(L.Callback):
         if "rows" in state_dict:
             self._restored = (int(state_dict["epoch"]), state_dict["rows"])
 
-    def _epoch_columns(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """``{column: [N]}``: the rows restored from before a resume, then the ones collected since."""
-        parts = [self._earlier_columns] if self._earlier_columns is not None else []
+    def _epoch_so_far(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, np.ndarray]:
+        """This epoch's rows so far from every rank, ``{column: [N] array}`` in time order, on global rank 0 (``{}``
+        elsewhere): the rows already on the host, then the steps since the last window, gathered. Collective."""
         if self._batches:
-            parts.append(stack_columns(self._batches))
-        if not parts:  # a rank without batches still joins the gathers
-            return {name: torch.empty(0, dtype=TORCH_DTYPES[name], device=device) for name in BUFFER_COLUMNS}
+            recent = stack_columns(self._batches)
+        else:  # a rank without batches still joins the gather
+            recent = {name: torch.empty(0, dtype=TORCH_DTYPES[name], device=pl_module.device) for name in BUFFER_COLUMNS}
+        parts = [*self._host_parts, gather_columns(trainer, pl_module, recent, self._dtype)]
+        if not trainer.is_global_zero:
+            return {}
         if len(parts) == 1:
             return parts[0]
-        return {name: torch.cat([part[name] for part in parts]) for name in BUFFER_COLUMNS}
+        return {name: np.concatenate([part[name] for part in parts]) for name in BUFFER_COLUMNS}
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
@@ -165,10 +171,10 @@ class PerSampleStatistics(L.Callback):
         if self.every_n_steps and self.histograms and step % self.every_n_steps == 0 and step != self._last_window_step:
             # Same decision on every rank: it depends on the global step only.
             self._last_window_step = step
-            window = stack_columns(self._batches[self._window_start :])
-            self._window_start = len(self._batches)
-            columns = gather_columns(trainer, pl_module, window, self._dtype)
+            columns = gather_columns(trainer, pl_module, stack_columns(self._batches), self._dtype)
+            self._batches = []  # their rows are on the host now (rank 0), for the epoch end
             if trainer.is_global_zero:
+                self._host_parts.append(columns)
                 # One process sees no sample twice in an epoch; DDP padding may repeat one.
                 columns = deduplicate(columns) if trainer.world_size > 1 else columns
                 self._log(trainer, pl_module, STEP_GROUP, columns, step - 1)
@@ -177,7 +183,7 @@ class PerSampleStatistics(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active:
             return
-        columns = gather_columns(trainer, pl_module, self._epoch_columns(pl_module.device), self._dtype)
+        columns = self._epoch_so_far(trainer, pl_module)
         self._reset()
         if not trainer.is_global_zero:
             return
@@ -190,8 +196,7 @@ class PerSampleStatistics(L.Callback):
 
     def _reset(self) -> None:
         self._batches = []
-        self._window_start = 0
-        self._earlier_columns = None
+        self._host_parts = []
 
     def _log(
         self, trainer: L.Trainer, pl_module: L.LightningModule, group: str, columns: dict[str, np.ndarray], step: int
@@ -306,11 +311,6 @@ def deduplicate(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def table_columns(table: np.ndarray) -> dict[str, np.ndarray]:
     """``[N, K]`` buffer rows -> ``{column: [N] array}`` with the record dtypes (no ``epoch`` yet)."""
     return {name: table[:, position].astype(RECORD_COLUMNS[name]) for position, name in enumerate(BUFFER_COLUMNS)}
-
-
-def table_tensors(table: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``[N, K]`` buffer rows (a checkpoint's) -> ``{column: [N] tensor}`` in the record dtypes, on its device."""
-    return {name: table[:, position].to(TORCH_DTYPES[name]) for position, name in enumerate(BUFFER_COLUMNS)}
 
 
 def _dataset_size(trainer: L.Trainer) -> int:

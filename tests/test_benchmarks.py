@@ -16,8 +16,9 @@ def test_tiny_run_writes_the_json_and_the_markdown(tmp_path):
     assert run.main(["--mode", "tiny", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "benchmarks.json").read_text())
     keys = {figure["key"] for figure in results["figures"]}
-    assert {"framework.digits_logging", "framework.plain_loop", "per_sample.both", "gpu.images_per_second",
-            "blockkd.digits_cnn_small.blockkd", "data.cifar_loader", "data.teacher_cache_fashion_mnist"} <= keys
+    assert {"framework.digits_logging", "framework.plain_loop", "per_sample.both", "per_sample.both_fashion_mnist",
+            "gpu.images_per_second", "blockkd.digits_cnn_small.blockkd", "data.cifar_loader",
+            "data.teacher_cache_fashion_mnist"} <= keys
     assert any(key.startswith("policy.") and key.endswith(".cifar_step") for key in keys)
     for figure in results["figures"]:
         assert figure["setup"] and figure["variants"], figure["key"]

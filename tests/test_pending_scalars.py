@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from callbacks.records import RECORD_COLUMNS, read_epoch, record_path, write_records
+from callbacks.records import RECORD_COLUMNS, read_epoch, record_header, record_path, write_records
 from distill.pending_scalars import BatchRanges, PendingScalars, as_floats, resolve
 from distill.tensorboard_summary import build_summary, histogram_protos
 
@@ -124,6 +124,25 @@ def test_records_file_is_byte_identical_to_np_save(tmp_path):
     assert {name: column.tolist() for name, column in read_epoch(path).items()} == {
         name: column.tolist() for name, column in columns.items()
     }
+
+
+def test_records_header_cached_by_row_count_is_np_saves_for_every_count(tmp_path):
+    # Counts in an order that revisits cached ones; 0 rows, and counts whose shape has more digits.
+    for epoch, rows in enumerate([37, 0, 1, 37, 10**6 + 3, 1, 12345678901]):
+        expected = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            expected, {"descr": np.lib.format.dtype_to_descr(np.dtype(list(RECORD_COLUMNS.items()))),
+                       "fortran_order": False, "shape": (rows,)})  # fmt: skip
+        assert record_header(rows) == expected.getvalue(), rows
+        if rows < 100:  # whole files for the small counts
+            columns = {name: (np.arange(rows) % 3).astype(dtype) for name, dtype in RECORD_COLUMNS.items()}
+            path = write_records(record_path(tmp_path, epoch), columns)
+            table = np.zeros(rows, dtype=np.dtype(list(RECORD_COLUMNS.items())))
+            for name in RECORD_COLUMNS:
+                table[name] = columns[name]
+            saved = io.BytesIO()
+            np.save(saved, table, allow_pickle=False)
+            assert path.read_bytes() == saved.getvalue(), rows
 
 
 def test_histogram_means_read_off_the_protos_equal_the_finite_means():

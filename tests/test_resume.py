@@ -8,10 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
+from callbacks import read_records
 from distill.run_folder import newest_checkpoint, run_folder_of
 from tests.conftest import DEFAULT_CONFIG, SHORT_RUN, config_args, experiment, run_cli
 from tests.interrupted_runs import same_training_state
@@ -91,8 +93,10 @@ def test_a_run_resumed_from_a_mid_epoch_step_checkpoint_ends_bit_for_bit_as_one_
     tmp_path, method, arguments
 ):
     # 2 epochs of 4 steps, a step checkpoint every 3 steps: the newest, latest-step0000006.ckpt, is after the
-    # second batch of epoch 1 (digits: the teacher-logit cache is on unless switched off).
-    budget = ("--trainer.max_epochs=2", "--checkpoint_every_n_steps=3", "--test_after_fit=false", *arguments)
+    # second batch of epoch 1 (digits: the teacher-logit cache is on unless switched off). Per-sample windows every
+    # 2 steps: the checkpoint holds epoch 1's rows from a window (already on the host) and from a step since.
+    budget = ("--trainer.max_epochs=2", "--checkpoint_every_n_steps=3", "--test_after_fit=false",
+              "--per_sample_statistics.every_n_steps=2", *arguments)  # fmt: skip
     straight = run_cli(tmp_path / "straight", *budget, config=experiment(method))
     checkpoints = Path(straight.trainer.log_dir) / "checkpoints"
     middle = shutil.copy(checkpoints / "latest-step0000006.ckpt", tmp_path / "middle.ckpt")
@@ -100,6 +104,12 @@ def test_a_run_resumed_from_a_mid_epoch_step_checkpoint_ends_bit_for_bit_as_one_
     assert (progress["processed"], progress["completed"]) == (2, 1)  # saved in the end hook of batch 1 of epoch 1
     resumed = run_cli(tmp_path / "resumed", *budget, f"--ckpt_path={middle}", config=experiment(method))
     same_training_state(Path(resumed.trainer.log_dir) / "checkpoints" / "last.ckpt", checkpoints / "last.ckpt")
+    # Epoch 1's record file is whole and the same: its rows from before the checkpoint came back from it.
+    records = read_records(resumed.trainer.log_dir, epochs=[1])
+    straight_records = read_records(straight.trainer.log_dir, epochs=[1])
+    assert len(straight_records["index"]) == 4 * 64 and records.keys() == straight_records.keys()
+    for column, values in straight_records.items():
+        np.testing.assert_array_equal(records[column], values, err_msg=column)
     if method == "ctkd_global":  # the learned temperature moved, and identically
         assert float(resumed.model.temperature_policy.theta) != 1.0
 
