@@ -53,8 +53,10 @@ from distill.train_metrics import TrainMetricWindow
 from teachers import load_teacher
 
 TEACHER_PREFIX = "teacher."
-# Images per teacher forward when the teacher-logit cache is filled.
-CACHE_CHUNK = 1024
+# Images per teacher forward when the teacher-logit cache is filled. On the CPU 128 was the fastest measured: the
+# Fashion-MNIST teacher (cnn_large) took 285 us an image in chunks of 128 against 487 us in chunks of 1024, whose
+# activations no longer fit the caches (the digits teacher: 34 against 30 us). The fill runs once per fit.
+CACHE_CHUNK = 128
 
 # Names of the per-sample tensors that ``training_step`` returns under "per_sample" (all [B], detached).
 PER_SAMPLE_FIELDS = (
