@@ -62,10 +62,9 @@ class PerSampleStatistics(L.Callback):
     copy, no host sync. Window writes and the epoch end concatenate them column by column (one ``cat``
     a column, however many steps) and move the columns to the CPU; nothing else does. Each sample crosses
     to the host once: a window's columns, once on the host, are kept for the epoch end, which only adds the
-    steps after the last window. With a
-    ``DistillationModule`` the histogram events wait in its ``pending_scalars`` and reach TensorBoard with
-    its training scalars (at most 10 s late, and at the end of training); the record files are written
-    at once.
+    steps after the last window. With a ``DistillationModule`` the histogram events wait in its
+    ``pending_scalars`` and reach TensorBoard with its training scalars (at most 10 s late, and at the end
+    of training); the record files are written at once.
 
     DDP: the window decision depends only on ``trainer.global_step``, so every rank gathers at the same
     steps. Rows are gathered from every rank with same-size ``all_gather`` calls (sizes are gathered
