@@ -46,22 +46,24 @@ from distill.pending_scalars import WRITER_QUEUE
 OBSERVER_CYCLE = ("no observers", "statistics", "both", "no observers again")
 
 
+def layered_setting(data: str, section: str, key: str, default: int) -> int:
+    """``section.key`` as the config layers of a ``data`` run set it (``base.yaml``, then ``data/<data>.yaml``); a
+    callback's ``section`` reads its ``init_args``."""
+    value = default
+    for layer in ("base.yaml", f"data/{data}.yaml"):
+        settings = (yaml.safe_load((CONFIGS / layer).read_text()) or {}).get(section) or {}
+        value = (settings.get("init_args", settings) or {}).get(key, value)
+    return int(value)
+
+
 def every_n_steps(data: str = "digits") -> int:
     """``PerSampleStatistics.every_n_steps`` as the config layers of a ``data`` run set it."""
-    value = 50
-    for layer in ("base.yaml", f"data/{data}.yaml"):
-        settings = yaml.safe_load((CONFIGS / layer).read_text()) or {}
-        value = ((settings.get("per_sample_statistics") or {}).get("init_args") or {}).get("every_n_steps", value)
-    return int(value)
+    return layered_setting(data, "per_sample_statistics", "every_n_steps", 50)
 
 
 def log_every_n_steps(data: str) -> int:
     """``trainer.log_every_n_steps`` as the config layers of a ``data`` run set it (Lightning's default: 50)."""
-    value = 50
-    for layer in ("base.yaml", f"data/{data}.yaml"):
-        settings = yaml.safe_load((CONFIGS / layer).read_text()) or {}
-        value = (settings.get("trainer") or {}).get("log_every_n_steps", value)
-    return int(value)
+    return layered_setting(data, "trainer", "log_every_n_steps", 50)
 
 
 def side(epoch: int) -> str:
