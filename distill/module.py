@@ -356,7 +356,7 @@ class DistillationModule(L.LightningModule):
             loss = ce.mean()
             self.nonfinite.add(self.global_step, self.current_epoch, index, ce, loss=loss)
             correct = (student_logits.detach().argmax(-1) == labels).sum()
-            self._log_train_step(loss, loss, torch.zeros_like(loss), correct, len(labels))
+            self._log_train_step(loss, loss, correct, len(labels))
             self._end_of_step()
             return loss
         teacher_logits = self.training_teacher_logits(images, index)
@@ -368,8 +368,7 @@ class DistillationModule(L.LightningModule):
             self.global_step, self.current_epoch, index, values["ce"], values["kd"], values["ce_weight"],
             values["kd_weight"], values["sigma"], loss=step.loss,
         )  # fmt: skip
-        loss_kd = step.loss.detach() - step.task
-        self._log_train_step(step.loss, step.task, loss_kd, values["student_correct"].sum(), len(labels), step.scalars)
+        self._log_train_step(step.loss, step.task, values["student_correct"].sum(), len(labels), step.scalars)
         self._end_of_step()
         self._first_pass_per_sample = step.per_sample  # what SAM's second pass returns for this step
         return {"loss": step.loss, "per_sample": step.per_sample}
@@ -385,13 +384,14 @@ class DistillationModule(L.LightningModule):
             loss = self.training_loss(images, labels, self._first_pass_teacher_logits).loss
         return {"loss": loss, "per_sample": self._first_pass_per_sample}
 
-    def _log_train_step(self, loss, loss_ce, loss_kd, correct, batch_size, scalars=None) -> None:
-        """Add the step's scalars to the on-device window (published every ``log_every_n_steps`` steps).
+    def _log_train_step(self, loss, loss_ce, correct, batch_size, scalars=None) -> None:
+        """Add the step's scalars to the window (published every ``log_every_n_steps`` steps): the 0-d loss and its
+        task part (``train/loss_kd`` is their difference).
 
         ``correct``: the 0-d number of correct top-1 predictions among ``batch_size`` samples. ``scalars`` are a
         composed method's extra 0-d values (Block-KD's ``stone_<i>_loss``), averaged alike.
         """
-        self.train_window.add(loss, loss_ce, loss_kd, correct, batch_size, scalars)
+        self.train_window.add(loss, loss_ce, correct, batch_size, scalars)
 
     def _end_of_step(self) -> None:
         """Every ``log_every_n_steps`` steps: the non-finite check, then the window's means published.

@@ -235,7 +235,7 @@ class RecordSteps(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.outputs.append({name: value.clone() for name, value in outputs["per_sample"].items()})
         window = pl_module.train_window
-        self.logged_loss.append(window.sums[0].clone() - sum(self.logged_loss, torch.zeros((), dtype=torch.float64)))
+        self.logged_loss.append(float(window.sums()[0]) - sum(self.logged_loss))
         self.accuracy_updates.append(window.steps_since_pop)
         self.temperature.append(pl_module.temperature_policy.last_temperature.clone())
 
@@ -275,7 +275,7 @@ def test_module_step_equals_hand_sam_with_ctkd_theta_and_batchnorm():
     # Logs, metrics and callbacks describe the first pass (unperturbed weights), once per step.
     assert record.accuracy_updates == [1, 2, 3]
     for step, (loss, per_sample) in enumerate(first_passes):
-        torch.testing.assert_close(record.logged_loss[step].float(), loss, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(record.logged_loss[step]).float(), loss, rtol=1e-5, atol=1e-6)
         for name in ("kd", "ce", "teacher_T", "kd_weight"):
             torch.testing.assert_close(record.outputs[step][name], per_sample[name], rtol=1e-5, atol=1e-6, msg=name)
         torch.testing.assert_close(record.temperature[step], per_sample["teacher_T"][0], rtol=1e-5, atol=1e-6)

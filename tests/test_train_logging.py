@@ -86,14 +86,40 @@ def test_logged_values_are_the_window_means_at_lightnings_steps(tmp_path, every)
 
 def test_window_averages_losses_over_steps_and_accuracy_over_samples_and_resets():
     window = TrainMetricWindow(extra_names=("stone_1_loss",))
-    window.add(torch.tensor(1.0), torch.tensor(0.5), torch.tensor(0.5), torch.tensor(3), 4,
-               {"stone_1_loss": torch.tensor(2.0)})  # fmt: skip
-    window.add(torch.tensor(3.0), torch.tensor(0.5), torch.tensor(2.5), torch.tensor(1), 6,
-               {"stone_1_loss": torch.tensor(4.0)})  # fmt: skip
+    window.add(torch.tensor(1.0), torch.tensor(0.5), torch.tensor(3), 4, {"stone_1_loss": torch.tensor(2.0)})
+    window.add(torch.tensor(3.0), torch.tensor(0.5), torch.tensor(1), 6, {"stone_1_loss": torch.tensor(4.0)})
     means = window.pop_means()
-    assert float(means["loss"]) == 2.0 and float(means["loss_ce"]) == 0.5 and float(means["loss_kd"]) == 1.5
-    assert float(means["acc1"]) == pytest.approx(4 / 10) and float(means["stone_1_loss"]) == 3.0
-    assert window.steps_since_pop == 0 and window.samples_since_pop == 0 and not window.sums.any()
+    assert means["loss"] == 2.0 and means["loss_ce"] == 0.5 and means["loss_kd"] == 1.5
+    assert means["acc1"] == pytest.approx(4 / 10) and means["stone_1_loss"] == 3.0
+    assert window.steps_since_pop == 0 and window.samples_since_pop == 0 and window.sums() == [0.0] * 5
+    assert window.pop_means() == {"loss": 0.0, "loss_ce": 0.0, "loss_kd": 0.0, "acc1": 0.0, "stone_1_loss": 0.0}
+
+
+def test_window_counts_stay_exact_beside_bf16_losses_and_keep_no_autograd_graph():
+    """bf16 holds integers exactly only up to 256: a count stacked with bf16 losses must not be rounded. The window
+    keeps detached values, so a step's graph is freed with the step."""
+    weight = torch.ones((), requires_grad=True)
+    window = TrainMetricWindow()
+    for correct in (301, 301):
+        loss = (weight * 1.5).bfloat16()
+        window.add(loss, (weight * 0.5).bfloat16(), torch.tensor(correct), 512)
+    assert all(not value.requires_grad for value in window._losses)
+    means = window.pop_means()
+    assert means["acc1"] == 602 / 1024  # bf16 rounds 301 to 300
+    assert means["loss"] == 1.5 and means["loss_ce"] == 0.5 and means["loss_kd"] == 1.0
+
+
+def test_window_sums_in_float64_what_float32_would_round():
+    """Many float32 steps summed in float64: the mean equals numpy's float64 mean of the same float32 values."""
+    generator = torch.Generator().manual_seed(0)
+    losses = torch.rand(500, generator=generator, dtype=torch.float32) * 1e4
+    window = TrainMetricWindow()
+    for value in losses:
+        window.add(value, value / 3, torch.tensor(1), 1)
+    means = window.pop_means()
+    expected = losses.double()
+    assert means["loss"] == pytest.approx(float(expected.mean()), rel=1e-15)
+    assert means["loss_kd"] == pytest.approx(float((expected - (losses / 3).double()).mean()), rel=1e-12)
 
 
 class StopAt(L.Callback):
