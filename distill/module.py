@@ -19,8 +19,9 @@ Where the training batches are a fixed function of the sample index (no random a
 Fashion-MNIST by default), the teacher's logits are computed once per sample at the start of fit and
 read back by index in every step (the teacher-logit cache); otherwise the teacher runs on every batch.
 
-Logging costs once per logging interval, not per step: the step adds its scalars to on-device sums
-(``distill.train_metrics``) and logs their means every ``trainer.log_every_n_steps`` steps; validation
+Logging costs once per logging interval, not per step: the step hands its 0-d scalars to a window
+(``distill.train_metrics``: references only, no kernel) that is read with one host copy and published as
+means every ``trainer.log_every_n_steps`` steps; validation
 and test metrics are torchmetrics states updated per batch and logged once per epoch (exact under DDP:
 every rank's counts are summed).
 """
