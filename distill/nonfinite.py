@@ -75,7 +75,9 @@ class NonFiniteWatch:
         terms that are not per sample: a non-finite one counts for every sample of the batch). No kernel runs here."""
         tensors = {"index": index, "ce": ce, "kd": kd, "ce_weight": ce_weight, "kd_weight": kd_weight, "sigma": sigma,
                    "loss": loss}  # fmt: skip
-        kept = {name: None if value is None else value.detach() for name, value in tensors.items()}
+        # Most of them come detached already; a detach is still a new tensor (a few us a step in a run).
+        kept = {name: value.detach() if value is not None and value.requires_grad else value
+                for name, value in tensors.items()}  # fmt: skip
         self._steps.append((step, epoch, kept))
 
     def __len__(self) -> int:
@@ -84,30 +86,44 @@ class NonFiniteWatch:
     def clear(self) -> None:
         self._steps = []
 
+    def _columns(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(per-sample loss [N], teacher logit std [N] or None, step losses [steps])`` over everything kept, in
+        order: one ``cat`` a column for all the steps, then the loss arithmetic once. That is about 15 kernels a
+        check whatever the number of steps, where the arithmetic step by step took five a step (measured in a
+        digits run, 5 checks an epoch: 0.52-0.58 ms an epoch against 0.74 ms). Steps without distillation (no
+        ``kd``) have no teacher: their std is read as 0 (finite)."""
+        kept = [tensors for _, _, tensors in self._steps]
+        ce = torch.cat([tensors["ce"] for tensors in kept])
+        distilled = [tensors["kd"] is not None for tensors in kept]
+        if all(distilled):
+            weights = [torch.cat([tensors[name] for tensors in kept]) for name in ("ce_weight", "kd_weight", "kd")]
+            losses = weights[0] * ce + weights[1] * weights[2]
+            sigma = torch.cat([tensors["sigma"] for tensors in kept])
+        elif not any(distilled):
+            losses, sigma = ce, None
+        else:  # a mix (not made by DistillationModule): each step's loss on its own
+            losses = torch.cat([tensors["ce_weight"] * tensors["ce"] + tensors["kd_weight"] * tensors["kd"]
+                                if tensors["kd"] is not None else tensors["ce"] for tensors in kept])  # fmt: skip
+            sigma = torch.cat([tensors["sigma"] if tensors["kd"] is not None else torch.zeros_like(tensors["ce"])
+                               for tensors in kept])  # fmt: skip
+        step_losses = torch.stack([tensors["loss"].reshape(()) if tensors["loss"] is not None
+                                   else tensors["ce"].new_zeros(()) for tensors in kept]).float()  # fmt: skip
+        return losses, sigma, step_losses
+
     def _bad(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(bad loss [N], bad teacher [N], bad step loss [steps])`` over everything kept, in order (a few
-        kernels, no sync)."""
-        losses, teachers, step_losses = [], [], []
-        for _, _, tensors in self._steps:
-            ce = tensors["ce"]
-            if tensors["kd"] is None:
-                losses.append(ce)
-                teachers.append(torch.zeros_like(ce, dtype=torch.bool))
-            else:
-                losses.append(tensors["ce_weight"] * ce + tensors["kd_weight"] * tensors["kd"])
-                teachers.append(~torch.isfinite(tensors["sigma"]))
-            step_loss = tensors["loss"]
-            step_losses.append(step_loss.reshape(1).float() if step_loss is not None else ce.new_zeros(1))
-        return ~torch.isfinite(torch.cat(losses)), torch.cat(teachers), ~torch.isfinite(torch.cat(step_losses))
+        """``(bad loss [N], bad teacher [N], bad step loss [steps])`` over everything kept, in order (no sync)."""
+        losses, sigma, step_losses = self._columns()
+        bad_teacher = ~torch.isfinite(sigma) if sigma is not None else torch.zeros_like(losses, dtype=torch.bool)
+        return ~torch.isfinite(losses), bad_teacher, ~torch.isfinite(step_losses)
 
     def any_bad(self, device: torch.device) -> torch.Tensor:
         """0-d int tensor on ``device``: 1 if any kept sample had a non-finite loss or teacher logits, or a step a
         non-finite loss (no sync)."""
         if not self._steps:
             return torch.zeros((), dtype=torch.int64, device=device)
-        bad_loss, bad_teacher, bad_steps = self._bad()
-        flag = (bad_loss | bad_teacher).any() | bad_steps.any()
-        return flag.to(device=device, dtype=torch.int64)
+        losses, sigma, step_losses = self._columns()
+        values = torch.cat([losses, step_losses] if sigma is None else [losses, step_losses, sigma])  # one check
+        return torch.isfinite(values).all().logical_not().to(device=device, dtype=torch.int64)
 
     def first_bad(self) -> NonFinite | None:
         """The first kept step with a non-finite value (host sync), or ``None``. Its samples are those whose own

@@ -7,6 +7,7 @@ The data: the real digits training split in order (no shuffle), one image poison
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -120,3 +121,53 @@ def test_watch_reports_the_first_bad_step_and_all_its_samples():
     assert watch.first_bad().what == "teacher logits" and watch.first_bad().samples == [1]
     watch.clear()
     assert int(watch.any_bad(torch.device("cpu"))) == 0 and watch.first_bad() is None
+
+
+def reference_first_bad(steps):
+    """Independent reference: each sample's loss in Python floats, step by step, as the docstring defines it."""
+    for step, (index, ce, kd, ce_weight, kd_weight, sigma, loss) in enumerate(steps):
+        teacher = [i for i, s in zip(index, sigma) if not math.isfinite(s)] if kd is not None else []
+        if teacher:
+            return step, "teacher logits", sorted(teacher)
+        losses = ce if kd is None else [w * c + v * k for c, k, w, v in zip(ce, kd, ce_weight, kd_weight)]
+        bad = [i for i, value in zip(index, losses) if not math.isfinite(value)]
+        if bad:
+            return step, "loss", sorted(bad)
+        if loss is not None and not math.isfinite(loss):
+            return step, "loss", sorted(index)
+    return None
+
+
+@pytest.mark.parametrize("distilled", [True, False, "mixed"])
+def test_watch_checks_all_steps_at_once_as_each_step_alone(distilled):
+    """``any_bad`` and ``first_bad`` read all kept steps together: for random runs of steps with a non-finite value
+    here and there (a sample's CE or KD, a zero weight beside an inf, a teacher std, a step loss only), they must
+    agree with a step-by-step reference in Python floats."""
+    generator = torch.Generator().manual_seed(0)
+    special = [float("nan"), float("inf"), -float("inf")]
+    for trial in range(60):
+        watch, steps = NonFiniteWatch(), []
+        for step in range(int(torch.randint(1, 7, (), generator=generator))):
+            size = int(torch.randint(1, 6, (), generator=generator))
+            values = [torch.rand(size, generator=generator) for _ in range(5)]
+            values[2] = values[2] * (torch.rand(size, generator=generator) > 0.3)  # some zero CE weights
+            if torch.rand((), generator=generator) < 0.25:  # poison one value of one column
+                column, row = int(torch.randint(0, 5, (), generator=generator)), int(torch.randint(0, size, (), generator=generator))
+                values[column][row] = special[int(torch.randint(0, 3, (), generator=generator))]
+            ce, kd, ce_weight, kd_weight, sigma = values
+            loss = (ce_weight * ce + kd_weight * kd).mean()
+            if torch.rand((), generator=generator) < 0.1:
+                loss = torch.tensor(float("nan"))  # a composed method's extra term
+            index = torch.arange(step * 10, step * 10 + size)
+            with_kd = distilled is True or (distilled == "mixed" and step % 2 == 0)
+            if not with_kd:
+                kd = ce_weight = kd_weight = sigma = None
+                loss = ce.mean() if loss.isfinite() else loss
+            watch.add(step, 0, index, ce, kd, ce_weight, kd_weight, sigma, loss=loss)
+            as_list = lambda tensor: None if tensor is None else tensor.tolist()  # noqa: E731
+            steps.append((index.tolist(), ce.tolist(), as_list(kd), as_list(ce_weight), as_list(kd_weight),
+                          as_list(sigma), float(loss)))  # fmt: skip
+        expected = reference_first_bad(steps)
+        assert int(watch.any_bad(torch.device("cpu"))) == (expected is not None), trial
+        failure = watch.first_bad()
+        assert (None if failure is None else (failure.step, failure.what, failure.samples)) == expected, trial
