@@ -29,6 +29,7 @@ every rank's counts are summed).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,9 @@ class DistillationModule(L.LightningModule):
         top_k = min(5, num_classes)
         self.train_window = TrainMetricWindow(method.scalar_names() if method is not None else ())
         self.pending_scalars = PendingScalars()  # the windows' means, waiting for the loggers
+        # The step's teacher logits and per-sample values, for SAM's second pass. A dict: setting an attribute of an
+        # nn.Module twice a step cost about 20 us in a digits run (its __setattr__ checks for parameters and modules).
+        self._first_pass: dict[str, Any] = {}
         # Per-sample losses and teacher stds since the last finiteness check (references only; see check_finite).
         self.nonfinite = NonFiniteWatch()
         # Validation/test: states updated per batch, computed (and summed over DDP ranks) once per epoch.
@@ -297,16 +301,21 @@ class DistillationModule(L.LightningModule):
         teacher = teacher_logits.float()
         # Autocast off: under bf16-mixed/16-mixed it would run a learned policy's layers (CTKD's MLP) and the loss's
         # matmuls in 16 bits; temperatures and losses are computed in float32 (the weights are float32 anyway).
-        with torch.autocast(device_type=student.device.type, enabled=False):
+        # (Entering torch.autocast costs about 20 us a step in a digits run: skipped where autocast is off.)
+        device_type = student.device.type
+        with torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else nullcontext():
+            # A policy's own sigma describes the logits it was given: these, unless the temperatures were passed in.
+            sigma = None
             if temperatures is None:
                 temperatures = self.temperature_policy(teacher, student, epoch)
+                sigma = temperatures.sigma
             ce = F.cross_entropy(student, labels, reduction="none")
             kd = self.divergence(student, teacher, labels, temperatures.student, temperatures.teacher, epoch)
             task, distill = temperatures.ce_weight * ce, temperatures.kd_weight * kd
         detached = temperatures.detach()
         per_sample = {
             "label": labels,
-            "sigma": logit_std(teacher),
+            "sigma": logit_std(teacher) if sigma is None else detached.sigma,
             "teacher_T": detached.teacher,
             "student_T": detached.student,
             "alpha": detached.alpha,
@@ -361,7 +370,7 @@ class DistillationModule(L.LightningModule):
             self._end_of_step()
             return loss
         teacher_logits = self.training_teacher_logits(images, index)
-        self._first_pass_teacher_logits = teacher_logits  # SAM's second pass reuses them (frozen teacher)
+        self._first_pass["teacher_logits"] = teacher_logits  # SAM's second pass reuses them (frozen teacher)
         step = self.training_loss(images, labels, teacher_logits)
         step.per_sample["index"] = index
         values = step.per_sample
@@ -371,7 +380,7 @@ class DistillationModule(L.LightningModule):
         )  # fmt: skip
         self._log_train_step(step.loss, step.task, values["student_correct"].sum(), len(labels), step.scalars)
         self._end_of_step()
-        self._first_pass_per_sample = step.per_sample  # what SAM's second pass returns for this step
+        self._first_pass["per_sample"] = step.per_sample  # what SAM's second pass returns for this step
         return {"loss": step.loss, "per_sample": step.per_sample}
 
     def _sam_second_pass(self, batch):
@@ -382,8 +391,8 @@ class DistillationModule(L.LightningModule):
         with buffers_unchanged(self):
             if self.teacher is None:
                 return F.cross_entropy(self.student(images).float(), labels)
-            loss = self.training_loss(images, labels, self._first_pass_teacher_logits).loss
-        return {"loss": loss, "per_sample": self._first_pass_per_sample}
+            loss = self.training_loss(images, labels, self._first_pass["teacher_logits"]).loss
+        return {"loss": loss, "per_sample": self._first_pass["per_sample"]}
 
     def _log_train_step(self, loss, loss_ce, correct, batch_size, scalars=None) -> None:
         """Add the step's scalars to the window (published every ``log_every_n_steps`` steps): the 0-d loss and its

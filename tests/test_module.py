@@ -126,3 +126,22 @@ def test_checkpoint_leaves_the_teacher_out_and_loads_strictly(tmp_path):
     del checkpoint["state_dict"]["student.layers.1.weight"]
     with pytest.raises(RuntimeError, match="student.layers.1.weight"):
         fresh.load_state_dict(checkpoint["state_dict"], strict=True)
+
+
+@pytest.mark.parametrize("policy", [FixedTemperature(T=4.0), SigmaAnchoredTemperature()])
+def test_per_sample_sigma_is_the_teachers_logit_std_computed_once(digits_batch, policy, monkeypatch):
+    """``sigma`` is the teacher's unbiased logit std (float64 reference). TALS computes it anyway: the module logs the
+    policy's own tensor instead of computing it again. Temperatures passed in (a method reusing another term's) carry
+    another batch's sigma: the module computes this batch's."""
+    module = _module(temperature_policy=policy, divergence=KL())
+    images, labels, _ = digits_batch
+    student, teacher = module(images[:16]), module.teacher_logits(images[:16])
+    reference = teacher.double().std(dim=-1)
+    calls = []
+    monkeypatch.setattr("distill.module.logit_std", lambda logits: calls.append(1) or logits.float().std(dim=-1))
+    _, _, per_sample = module.distillation_terms(student, teacher, labels[:16], epoch=1)
+    torch.testing.assert_close(per_sample["sigma"].double(), reference, rtol=1e-6, atol=1e-6)
+    assert len(calls) == (0 if isinstance(policy, SigmaAnchoredTemperature) else 1)
+    other = policy(teacher * 3.0, student.float(), 1)
+    _, _, per_sample = module.distillation_terms(student, teacher, labels[:16], epoch=1, temperatures=other)
+    torch.testing.assert_close(per_sample["sigma"].double(), reference, rtol=1e-6, atol=1e-6)

@@ -451,7 +451,8 @@ def test_sigma_anchored_temperatures(seed):
     sigma = ref.std(teacher)
     alpha = sigma**2 / (1.0 + sigma**2)
     assert_temperatures(
-        result, 6, teacher=sigma**2, student=sigma**2, kd_weight=alpha * sigma**4, ce_weight=1.0 - alpha, alpha=alpha
+        result, 6, teacher=sigma**2, student=sigma**2, kd_weight=alpha * sigma**4, ce_weight=1.0 - alpha, alpha=alpha,
+        sigma=sigma,
     )
     assert ((result.alpha >= 0) & (result.alpha < 1)).all()
     assert_close(variance_share(torch.tensor([3.0], dtype=torch.float64)), 0.9, **F64)  # alpha = 0.9 at T = 9

@@ -39,6 +39,9 @@ class Temperatures:
         ce_weight: weight of the cross-entropy with the label.
         alpha: the KD share of the CE/KD mix, for logging: ``kd / (ce + kd)`` of the policy's lambda
             weights before any T^2 scale (``alpha_i`` itself for TALS).
+        sigma: optional, the teacher's per-sample logit std, ``logit_std(teacher_logits)`` exactly, for a policy
+            that computes it anyway (TALS): the module logs it as ``sigma`` instead of computing it a second time
+            (a kernel a step). ``None``: the module computes it.
     """
 
     teacher: torch.Tensor
@@ -46,14 +49,15 @@ class Temperatures:
     kd_weight: torch.Tensor
     ce_weight: torch.Tensor
     alpha: torch.Tensor
+    sigma: torch.Tensor | None = None
 
     def detach(self) -> "Temperatures":
         """A copy with every field detached (for logging and statistics)."""
-        return Temperatures(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+        return Temperatures(**{name: value.detach() for name, value in self.as_dict().items()})
 
     def as_dict(self) -> dict[str, torch.Tensor]:
-        """``{field name: [B] tensor}``."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """``{field name: [B] tensor}``, without ``sigma`` where it is ``None``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 def per_sample(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:

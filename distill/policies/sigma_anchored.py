@@ -50,6 +50,7 @@ class SigmaAnchoredTemperature(TemperaturePolicy):
             kd_weight=alpha * variance.square(),
             ce_weight=1.0 - alpha,
             alpha=alpha,
+            sigma=sigma,
         )
 
     def extra_repr(self) -> str:
