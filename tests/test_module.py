@@ -9,7 +9,7 @@ import torch
 
 from distill.divergences import KL
 from distill.module import PER_SAMPLE_FIELDS, DistillationModule
-from distill.policies import FixedTemperature, SigmaAnchoredTemperature
+from distill.policies import CurriculumTemperature, FixedTemperature, MaxLogitTemperature, SigmaAnchoredTemperature
 
 
 def _module(**kwargs) -> DistillationModule:
@@ -128,8 +128,12 @@ def test_checkpoint_leaves_the_teacher_out_and_loads_strictly(tmp_path):
         fresh.load_state_dict(checkpoint["state_dict"], strict=True)
 
 
-@pytest.mark.parametrize("policy", [FixedTemperature(T=4.0), SigmaAnchoredTemperature()])
-def test_per_sample_sigma_is_the_teachers_logit_std_computed_once(digits_batch, policy, monkeypatch):
+@pytest.mark.parametrize("policy, computes_sigma", [
+    (FixedTemperature(T=4.0), False), (SigmaAnchoredTemperature(), True),
+    (FixedTemperature(T=2.0, ce_weight=0.1, kd_weight=9.0, standardize=True), True), (MaxLogitTemperature(), True),
+    (CurriculumTemperature(standardize=True), True),
+])  # fmt: skip
+def test_per_sample_sigma_is_the_teachers_logit_std_computed_once(digits_batch, policy, computes_sigma, monkeypatch):
     """``sigma`` is the teacher's unbiased logit std (float64 reference). TALS computes it anyway: the module logs the
     policy's own tensor instead of computing it again. Temperatures passed in (a method reusing another term's) carry
     another batch's sigma: the module computes this batch's."""
@@ -141,7 +145,7 @@ def test_per_sample_sigma_is_the_teachers_logit_std_computed_once(digits_batch, 
     monkeypatch.setattr("distill.module.logit_std", lambda logits: calls.append(1) or logits.float().std(dim=-1))
     _, _, per_sample = module.distillation_terms(student, teacher, labels[:16], epoch=1)
     torch.testing.assert_close(per_sample["sigma"].double(), reference, rtol=1e-6, atol=1e-6)
-    assert len(calls) == (0 if isinstance(policy, SigmaAnchoredTemperature) else 1)
+    assert len(calls) == (0 if computes_sigma else 1)
     other = policy(teacher * 3.0, student.float(), 1)
     _, _, per_sample = module.distillation_terms(student, teacher, labels[:16], epoch=1, temperatures=other)
     torch.testing.assert_close(per_sample["sigma"].double(), reference, rtol=1e-6, atol=1e-6)

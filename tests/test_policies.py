@@ -587,3 +587,32 @@ def test_half_inputs_give_the_float32_policy_on_the_rounded_logits(name, dtype):
         value = getattr(half, field)
         assert value.dtype == torch.float32, field
         torch.testing.assert_close(value, getattr(single, field), rtol=1e-6, atol=1e-7, msg=field)
+
+
+# -------------------------------------------------------------------------------------------------- constants
+
+
+def test_constant_weights_are_made_once_per_batch_size_dtype_and_mode():
+    """A policy's constant fields come from a cache: the same tensor for the same batch size, dtype and device, the
+    value exact in that dtype; a tensor made under inference_mode is never handed to a training step."""
+    from distill.policies.base import per_sample
+
+    like32, like16, like64 = torch.zeros(6, 3), torch.zeros(6, 3, dtype=torch.float16), torch.zeros(6, 3, dtype=torch.float64)
+    first = per_sample(15.62, like32)
+    assert per_sample(15.62, like32) is first and first.shape == (6,) and first.dtype == torch.float32
+    assert torch.equal(first, torch.full((6,), 15.62))
+    assert per_sample(15.62, like16) is first  # float16 logits: computed in float32, so the same tensor
+    assert per_sample(15.62, like64).dtype == torch.float64 and float(per_sample(15.62, like64)[0]) == 15.62
+    assert per_sample(15.62, torch.zeros(4, 3)).shape == (4,)
+    with torch.inference_mode():
+        inside = per_sample(15.62, like32)
+    assert inside is not first and inside.is_inference() and not per_sample(15.62, like32).is_inference()
+    # The cached constant enters the autograd graph as any constant does, step after step.
+    student = torch.randn(6, 3, requires_grad=True)
+    for _ in range(2):
+        result = FixedTemperature(T=2.0)(torch.randn(6, 3), student, 1)
+        (result.kd_weight * kl_div(student, torch.randn(6, 3), result.student, result.teacher)).sum().backward()
+    assert torch.isfinite(student.grad).all()
+    # A tensor value is not cached (it changes from step to step).
+    theta = torch.tensor(3.0)
+    assert torch.equal(per_sample(theta, like32), torch.full((6,), 3.0)) and per_sample(theta, like32) is not per_sample(theta, like32)

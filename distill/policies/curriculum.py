@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from distill.losses._common import compute_dtype, promote
-from distill.policies.base import Temperatures, TemperaturePolicy, mixing_share, per_sample
+from distill.policies.base import Temperatures, TemperaturePolicy, logit_std, mixing_share, per_sample
 from distill.policies.fixed import standardized_temperature
 from distill.validation import POLICY, integer, non_negative, one_of, positive
 
@@ -129,8 +129,10 @@ class CurriculumTemperature(TemperaturePolicy):
         temperature = self.raw_temperature(teacher_logits, student_logits, epoch)
         self.last_lambda.fill_(self.curriculum_lambda(epoch))
         self.last_temperature.copy_(temperature.detach().mean())
+        sigma = None
         if self.standardize:
-            teacher_T = standardized_temperature(teacher_logits, temperature)
+            sigma = logit_std(teacher_logits)  # the module logs it as the teacher's sigma (Temperatures.sigma)
+            teacher_T = standardized_temperature(teacher_logits, temperature, sigma)
             student_T = standardized_temperature(student_logits, temperature)
         else:
             teacher_T = student_T = temperature
@@ -140,6 +142,7 @@ class CurriculumTemperature(TemperaturePolicy):
             kd_weight=self.kd_weight * temperature**2,
             ce_weight=per_sample(self.ce_weight, teacher_logits),
             alpha=per_sample(mixing_share(self.ce_weight, self.kd_weight), teacher_logits),
+            sigma=sigma,
         )
 
     def monitored_state(self) -> dict[str, torch.Tensor]:

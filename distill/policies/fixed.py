@@ -11,7 +11,9 @@ from distill.validation import POLICY, non_negative, positive
 STANDARDIZE_EPS = 1e-7
 
 
-def standardized_temperature(logits: torch.Tensor, base: float | torch.Tensor) -> torch.Tensor:
+def standardized_temperature(
+    logits: torch.Tensor, base: float | torch.Tensor, std: torch.Tensor | None = None
+) -> torch.Tensor:
     """The per-sample temperature that equals z-scoring then dividing by ``base``.
 
     ``softmax((x - mean(x)) / (std(x) + eps) / base) == softmax(x / (base * (std(x) + eps)))`` because
@@ -20,11 +22,12 @@ def standardized_temperature(logits: torch.Tensor, base: float | torch.Tensor) -
     Args:
         logits: ``[B, C]``.
         base: the base temperature tau (float or ``[B]``).
+        std: ``logit_std(logits)`` where the caller has it already (``[B]``); computed here otherwise.
 
     Returns:
         ``[B]`` tensor ``base * (std(x) + 1e-7)``.
     """
-    return base * (logit_std(logits) + STANDARDIZE_EPS)
+    return base * ((logit_std(logits) if std is None else std) + STANDARDIZE_EPS)
 
 
 class FixedTemperature(TemperaturePolicy):
@@ -49,8 +52,10 @@ class FixedTemperature(TemperaturePolicy):
         self.standardize = bool(standardize)
 
     def forward(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, epoch: int) -> Temperatures:
+        sigma = None
         if self.standardize:
-            teacher_T = standardized_temperature(teacher_logits, self.T)
+            sigma = logit_std(teacher_logits)  # the module logs it as the teacher's sigma (Temperatures.sigma)
+            teacher_T = standardized_temperature(teacher_logits, self.T, sigma)
             student_T = standardized_temperature(student_logits, self.T)
         else:
             teacher_T = student_T = per_sample(self.T, teacher_logits)
@@ -60,6 +65,7 @@ class FixedTemperature(TemperaturePolicy):
             kd_weight=per_sample(self.kd_weight * self.T**2, teacher_logits),
             ce_weight=per_sample(self.ce_weight, teacher_logits),
             alpha=per_sample(mixing_share(self.ce_weight, self.kd_weight), teacher_logits),
+            sigma=sigma,
         )
 
     def extra_repr(self) -> str:

@@ -23,11 +23,12 @@ from distill.validation import POLICY, non_negative, one_of
 MAX_LOGIT_FACTOR = (1.0 + math.sqrt(3.0)) / 2.0
 
 
-def max_abs_zscore(logits: torch.Tensor) -> torch.Tensor:
-    """``[B]``: ``max_j |(x_j - mean(x)) / (std(x) + 1e-7)|`` (unbiased std, as the official code)."""
+def max_abs_zscore(logits: torch.Tensor, std: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B]``: ``max_j |(x_j - mean(x)) / (std(x) + 1e-7)|`` (unbiased std, as the official code); ``std`` is
+    ``logit_std(logits)`` where the caller has it already."""
     logits = promote(logits)  # a float16 mean would shift every z-score by its rounding
     centred = logits - logits.mean(dim=-1, keepdim=True)
-    return (centred.abs().amax(dim=-1)) / (logit_std(logits) + STANDARDIZE_EPS)
+    return (centred.abs().amax(dim=-1)) / ((logit_std(logits) if std is None else std) + STANDARDIZE_EPS)
 
 
 class MaxLogitTemperature(TemperaturePolicy):
@@ -53,22 +54,31 @@ class MaxLogitTemperature(TemperaturePolicy):
         self.ce_weight = non_negative(f"{POLICY}.ce_weight", ce_weight, "a loss weight")
         self.kd_weight = non_negative(f"{POLICY}.kd_weight", kd_weight, "a loss weight")
 
-    def tau(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-        """``[B]`` base temperatures tau_i (no gradient)."""
+    def tau(
+        self,
+        teacher_logits: torch.Tensor,
+        student_logits: torch.Tensor,
+        teacher_std: torch.Tensor | None = None,
+        student_std: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[B]`` base temperatures tau_i (no gradient); ``*_std``: each side's ``logit_std`` where known."""
         with torch.no_grad():
-            extreme = max_abs_zscore(teacher_logits)
+            extreme = max_abs_zscore(teacher_logits, teacher_std)
             if self.source == "both":
-                extreme = torch.maximum(extreme, max_abs_zscore(student_logits))
+                extreme = torch.maximum(extreme, max_abs_zscore(student_logits, student_std))
             return (MAX_LOGIT_FACTOR * extreme).clamp_min(MIN_TEMPERATURE)
 
     def forward(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, epoch: int) -> Temperatures:
-        tau = self.tau(teacher_logits, student_logits)
+        # Each side's std once: in the z-scores (no gradient) and in the temperature (the student's with gradient).
+        teacher_std, student_std = logit_std(teacher_logits), logit_std(student_logits)
+        tau = self.tau(teacher_logits, student_logits, teacher_std.detach(), student_std.detach())
         return Temperatures(
-            teacher=standardized_temperature(teacher_logits, tau),
-            student=standardized_temperature(student_logits, tau),
+            teacher=standardized_temperature(teacher_logits, tau, teacher_std),
+            student=standardized_temperature(student_logits, tau, student_std),
             kd_weight=self.kd_weight * tau**2,
             ce_weight=per_sample(self.ce_weight, teacher_logits),
             alpha=per_sample(mixing_share(self.ce_weight, self.kd_weight), teacher_logits),
+            sigma=teacher_std,
         )
 
     def extra_repr(self) -> str:
