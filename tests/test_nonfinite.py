@@ -152,7 +152,8 @@ def test_watch_checks_all_steps_at_once_as_each_step_alone(distilled):
             values = [torch.rand(size, generator=generator) for _ in range(5)]
             values[2] = values[2] * (torch.rand(size, generator=generator) > 0.3)  # some zero CE weights
             if torch.rand((), generator=generator) < 0.25:  # poison one value of one column
-                column, row = int(torch.randint(0, 5, (), generator=generator)), int(torch.randint(0, size, (), generator=generator))
+                column = int(torch.randint(0, 5, (), generator=generator))
+                row = int(torch.randint(0, size, (), generator=generator))
                 values[column][row] = special[int(torch.randint(0, 3, (), generator=generator))]
             ce, kd, ce_weight, kd_weight, sigma = values
             loss = (ce_weight * ce + kd_weight * kd).mean()

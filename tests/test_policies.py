@@ -597,7 +597,8 @@ def test_constant_weights_are_made_once_per_batch_size_dtype_and_mode():
     value exact in that dtype; a tensor made under inference_mode is never handed to a training step."""
     from distill.policies.base import per_sample
 
-    like32, like16, like64 = torch.zeros(6, 3), torch.zeros(6, 3, dtype=torch.float16), torch.zeros(6, 3, dtype=torch.float64)
+    like32 = torch.zeros(6, 3)
+    like16, like64 = torch.zeros(6, 3, dtype=torch.float16), torch.zeros(6, 3, dtype=torch.float64)
     first = per_sample(15.62, like32)
     assert per_sample(15.62, like32) is first and first.shape == (6,) and first.dtype == torch.float32
     assert torch.equal(first, torch.full((6,), 15.62))
@@ -615,4 +616,5 @@ def test_constant_weights_are_made_once_per_batch_size_dtype_and_mode():
     assert torch.isfinite(student.grad).all()
     # A tensor value is not cached (it changes from step to step).
     theta = torch.tensor(3.0)
-    assert torch.equal(per_sample(theta, like32), torch.full((6,), 3.0)) and per_sample(theta, like32) is not per_sample(theta, like32)
+    assert torch.equal(per_sample(theta, like32), torch.full((6,), 3.0))
+    assert per_sample(theta, like32) is not per_sample(theta, like32)

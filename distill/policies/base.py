@@ -41,8 +41,8 @@ class Temperatures:
         alpha: the KD share of the CE/KD mix, for logging: ``kd / (ce + kd)`` of the policy's lambda
             weights before any T^2 scale (``alpha_i`` itself for TALS).
         sigma: optional, the teacher's per-sample logit std, ``logit_std(teacher_logits)`` exactly, for a policy
-            that computes it anyway (TALS): the module logs it as ``sigma`` instead of computing it a second time
-            (a kernel a step). ``None``: the module computes it.
+            that computes it anyway (TALS, LSKD, max-logit): the module logs it as ``sigma`` instead of computing
+            it again (a kernel a step). ``None``: the module computes it.
     """
 
     teacher: torch.Tensor
@@ -76,7 +76,9 @@ def per_sample(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=256)
-def constant_column(value: float, batch: int, dtype: torch.dtype, device: torch.device, inference: bool) -> torch.Tensor:
+def constant_column(
+    value: float, batch: int, dtype: torch.dtype, device: torch.device, inference: bool
+) -> torch.Tensor:
     """``[batch]``: ``value`` expanded (one element in memory), cached. Creating it cost about 4 us a call in
     isolation, and Hinton KD's policy made four a step (measured: its forward took 20 us, 5 us with the cache).
     ``inference`` is part of the key: a tensor made under ``torch.inference_mode`` must not enter a training graph."""
