@@ -60,7 +60,7 @@ class TrainMetricWindow:
         width = 2 + len(self.extra_names)
         values = torch.stack(self._losses + self._correct).tolist() if self._correct else []
         steps = len(self._correct)
-        # Python floats are float64: the sums are exact to float64 whatever the steps' dtype.
+        # Summed as Python floats (float64), whatever the steps' dtype.
         columns = [sum(values[column : steps * width : width]) for column in range(width)]
         correct = sum(values[steps * width :])
         return [columns[0], columns[1], columns[0] - columns[1], correct, *columns[2:]]
