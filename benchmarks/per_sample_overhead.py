@@ -131,12 +131,12 @@ class EpochGate(L.Callback):
     """A callback's training-epoch hooks only in the epochs where ``active(epoch)``; its run-level hooks (setup, fit
     and train start and end, teardown, checkpoints) always, as in a run where it is on throughout.
 
-    Lightning calls every hook of every callback, overridden or not (``Callback``'s no-ops cost about 1 us a call in a
-    digits run, measured), and skips an attribute that is not callable. So at each epoch start the gate sets its epoch hooks
-    (``EPOCH_HOOKS``) as instance attributes: the wrapped callback's own bound methods in its epochs, ``None`` in the
-    others. An epoch where the callback is on then costs what a run with the callback costs, no-op hooks included,
-    with no forwarding layer; an epoch where it is off costs what a run without it costs, apart from this one
-    ``on_train_epoch_start`` call.
+    Lightning calls every hook of every callback, overridden or not (``Callback``'s no-ops cost about 1 us a call
+    in a digits run, measured), and skips an attribute that is not callable. So at each epoch start the gate sets
+    its epoch hooks (``EPOCH_HOOKS``) as instance attributes: the wrapped callback's own bound methods in its
+    epochs, ``None`` in the others. An epoch where the callback is on then costs what a run with the callback
+    costs, no-op hooks included, with no forwarding layer; an epoch where it is off costs what a run without it
+    costs, apart from this one ``on_train_epoch_start`` call.
     """
 
     def __init__(self, callback: L.Callback, active: Callable[[int], bool]):
@@ -197,8 +197,8 @@ def observer_cycle(plan: Budget, data: str, make_data: Callable[[], L.LightningD
 
 DESIGN = ("one Trainer run per repeat, epochs cycling " + " / ".join(OBSERVER_CYCLE) + "; every TensorBoard event "
           "(the module's and the observers') handed over at the end of training, one side at a time (as a run hands "
-          "over all it holds at once), each epoch charged its side's share; an observer that is off in an epoch has no hook "
-          "there, one that is on has all of its own (EpochGate)")  # fmt: skip
+          "over all it holds at once), each epoch charged its side's share; an observer that is off in an epoch has "
+          "no hook there, one that is on has all of its own (EpochGate)")  # fmt: skip
 
 
 def run(mode: str) -> list:
