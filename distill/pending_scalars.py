@@ -14,7 +14,8 @@ same queue, for the same reason (measured with ``make bench``'s ``per_sample.*``
 At the hand-off the events of one step (the module's window, ``TemperatureMonitor``'s scalars and
 ``PerSampleStatistics``' histograms all land on the same logging steps) become one TensorBoard event, and
 every ``BatchRanges`` event's statistics are worked out together: one copy off the device and three
-numpy reductions for all of them, instead of four kernels in the training step each.
+numpy reductions for all of them, instead of four kernels in the training step each. The histograms of all the
+events are binned together too (``build_summaries``: one binning for all the histograms of one length).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distill.tensorboard_summary import write_summary
+from distill.tensorboard_summary import write_summaries
 
 RANGE_KINDS = ("mean", "min", "max")
 # Events TensorBoard's writer queue holds (``SummaryWriter(max_queue=...)``; its default is 10). A hand-off of a few
@@ -108,8 +109,7 @@ class PendingScalars:
             scalars.update(values)
             tags.update(histograms)
             means.update(mean_tags)
-        for step, (scalars, histograms, means) in merged.items():
-            write_summary(loggers, histograms, scalars, step, mean_tags=means)
+        write_summaries(loggers, [(step, (tags, scalars, means)) for step, (scalars, tags, means) in merged.items()])
         self.events.clear()
         self._oldest = None
 

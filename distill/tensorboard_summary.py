@@ -13,7 +13,7 @@ the same checksum (the bytes written are identical, tested), once, when this mod
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import google_crc32c
 import numpy as np
@@ -62,15 +62,18 @@ def histogram_protos(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histo
 def column_protos(columns: np.ndarray, bins: int = DEFAULT_BINS) -> list[HistogramProto | None]:
     """``histogram_protos`` of the transposed, C-contiguous float64 ``[K, N]`` table (each histogram's values in
     one contiguous row: the reductions run along rows, and nothing is copied first)."""
-    if not np.isfinite(columns).all():
-        protos: list[HistogramProto | None] = []
-        for column in columns:
-            column = column[np.isfinite(column)]
-            protos.append(column_protos(column[None, :], bins)[0] if column.size else None)
-        return protos
     width, count = columns.shape
     if count == 0:
         return [None] * width
+    finite = np.isfinite(columns).all(axis=1)
+    if not finite.all():  # the rows with a non-finite value one at a time, without it; the others together
+        protos: list[HistogramProto | None] = [None] * width
+        for k, proto in zip(np.flatnonzero(finite).tolist(), column_protos(columns[finite], bins)):
+            protos[k] = proto
+        for k in np.flatnonzero(~finite).tolist():
+            column = columns[k][np.isfinite(columns[k])]
+            protos[k] = column_protos(column[None, :], bins)[0] if column.size else None
+        return protos
     low, high = columns.min(axis=1), columns.max(axis=1)
     spread = high - low
     scale = np.divide(bins, spread, out=np.zeros_like(spread), where=spread > 0)  # buckets per unit; 0: constant
@@ -94,29 +97,53 @@ def column_protos(columns: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histogr
     return protos
 
 
+# One summary's parts: ``(histograms {tag: [N] array}, scalars {tag: float}, mean_tags)`` (see ``build_summaries``).
+SummaryParts = tuple[Mapping[str, np.ndarray], Mapping[str, float], Collection[str]]
+
+
+def build_summaries(parts: Sequence[SummaryParts], bins: int = DEFAULT_BINS) -> list[Summary]:
+    """One ``Summary`` per ``(histograms, scalars, mean_tags)``: a histogram per ``histograms`` entry, the scalars,
+    and for each tag of ``mean_tags`` the scalar ``<tag>_mean``, the mean of the histogram's finite values read off
+    its proto (``sum / num``, float64) instead of a second pass over them.
+
+    The histograms of every summary are binned together, one ``column_protos`` call for all those of one length
+    (each still binned on its own: its own min, max and buckets). A hand-off builds a few hundred summaries; in a
+    training run each ``column_protos`` call cost 270-320 us of process CPU against 120 us in a loop of its own
+    (measured on a digits run's events), so calls, not values, are what a hand-off pays for.
+    """
+    by_length: dict[int, list[tuple[int, str]]] = {}  # length -> (summary, tag) of every histogram that long
+    for position, (histograms, _, _) in enumerate(parts):
+        for tag, values in histograms.items():
+            by_length.setdefault(len(values), []).append((position, tag))
+    protos: dict[tuple[int, str], HistogramProto | None] = {}
+    for keys in by_length.values():
+        table = np.stack([parts[position][0][tag] for position, tag in keys]).astype(np.float64, copy=False)  # [K, N]
+        protos.update(zip(keys, column_protos(table, bins)))
+    summaries = []
+    for position, (histograms, scalars, mean_tags) in enumerate(parts):
+        summary, means = Summary(), {}
+        add = summary.value.add  # in place: half the time of Summary(value=[Summary.Value(...), ...]) (measured)
+        for tag in histograms:
+            proto = protos[position, tag]
+            if proto is not None:
+                add(tag=tag, histo=proto)
+                if tag in mean_tags:
+                    means[f"{tag}_mean"] = proto.sum / proto.num
+        for tag, number in {**means, **scalars}.items():
+            add(tag=tag, simple_value=float(number))
+        summaries.append(summary)
+    return summaries
+
+
 def build_summary(
     histograms: Mapping[str, np.ndarray],
     scalars: Mapping[str, float],
     bins: int = DEFAULT_BINS,
     mean_tags: Collection[str] = (),
 ) -> Summary:
-    """One ``Summary`` holding a histogram per ``histograms`` entry (each ``[N]``; the entries of one length are
-    binned together), the scalars, and for each tag of ``mean_tags`` the scalar ``<tag>_mean``: the mean of the
-    histogram's finite values, read off its proto (``sum / num``, float64) instead of a second pass over them."""
-    by_length: dict[int, list[str]] = {}
-    for tag, values in histograms.items():
-        by_length.setdefault(len(values), []).append(tag)
-    value = []
-    means = {}
-    for tags in by_length.values():
-        table = np.stack([histograms[tag] for tag in tags]).astype(np.float64, copy=False)  # [K, N], one cast
-        for tag, proto in zip(tags, column_protos(table, bins)):
-            if proto is not None:
-                value.append(Summary.Value(tag=tag, histo=proto))
-                if tag in mean_tags:
-                    means[f"{tag}_mean"] = proto.sum / proto.num
-    value += [Summary.Value(tag=tag, simple_value=float(number)) for tag, number in {**means, **scalars}.items()]
-    return Summary(value=value)
+    """One ``Summary`` holding a histogram per ``histograms`` entry (each ``[N]``), the scalars, and the means of the
+    ``mean_tags`` histograms: ``build_summaries`` of one summary."""
+    return build_summaries([(histograms, scalars, mean_tags)], bins)[0]
 
 
 def finite_means(histograms: Mapping[str, np.ndarray], mean_tags: Collection[str]) -> dict[str, float]:
@@ -139,14 +166,23 @@ def write_summary(
     bins: int = DEFAULT_BINS,
     mean_tags: Collection[str] = (),
 ) -> None:
-    """Histograms and scalars (and the means of the ``mean_tags`` histograms, see ``build_summary``) to every
+    """Histograms and scalars (and the means of the ``mean_tags`` histograms, see ``build_summaries``) to every
     ``TensorBoardLogger`` of ``loggers`` as one event at ``step``; the scalars and means alone to every other logger
     (``log_metrics``). Call on global rank 0 only."""
-    summary = None
+    write_summaries(loggers, [(step, (histograms, scalars, mean_tags))], bins)
+
+
+def write_summaries(loggers, events: Sequence[tuple[int, SummaryParts]], bins: int = DEFAULT_BINS) -> None:
+    """``write_summary`` of each ``(step, (histograms, scalars, mean_tags))``, in order, their histograms binned
+    together (``build_summaries``). Call on global rank 0 only."""
+    summaries = None
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            summary = summary or build_summary(histograms, scalars, bins, mean_tags)
+            summaries = summaries or build_summaries([parts for _, parts in events], bins)
             # The same writer Lightning's own log_hyperparams uses for summaries it builds itself.
-            logger.experiment._get_file_writer().add_summary(summary, step)
+            writer = logger.experiment._get_file_writer()
+            for (step, _), summary in zip(events, summaries):
+                writer.add_summary(summary, step)
         else:
-            logger.log_metrics({**finite_means(histograms, mean_tags), **scalars}, step=step)
+            for step, (histograms, scalars, mean_tags) in events:
+                logger.log_metrics({**finite_means(histograms, mean_tags), **scalars}, step=step)

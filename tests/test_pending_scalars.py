@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from callbacks.records import RECORD_COLUMNS, read_epoch, record_header, record_path, write_records
 from distill.pending_scalars import BatchRanges, PendingScalars, as_floats, resolve
-from distill.tensorboard_summary import build_summary, histogram_protos
+from distill.tensorboard_summary import build_summaries, build_summary, column_protos, histogram_protos
 
 
 def _reference(rows: list[np.ndarray], names: list[str]) -> dict[str, float]:
@@ -105,6 +105,55 @@ def test_build_summary_histograms_of_different_lengths_equal_their_own():
     assert values["a"].histo == histogram_protos(first[:, None])[0]
     assert values["b"].histo == histogram_protos(second[:, None])[0]
     assert values["c"].simple_value == 1.0
+
+
+def test_summaries_binned_together_equal_each_histogram_binned_alone():
+    """A hand-off bins the histograms of all its summaries together (one table per length): every histogram must
+    still be its own, with its own range, and its mean that of its finite values (float64, from numpy)."""
+    rng = np.random.default_rng(3)
+    parts = []
+    for position in range(12):
+        histograms = {}
+        for tag in ("sigma", "alpha", "kd"):
+            scale = 10.0 ** rng.integers(-3, 4)
+            values = (rng.standard_normal(int(rng.choice([0, 1, 7, 64]))) * scale).astype(np.float32)
+            if len(values) > 1 and rng.random() < 0.3:
+                values[rng.integers(len(values))] = rng.choice([np.nan, np.inf, -np.inf])
+            if rng.random() < 0.2:
+                values[:] = 2.5  # constant: one bucket
+            histograms[f"group{position % 3}/{tag}"] = values
+        mean_tags = [tag for tag in histograms if "kd" not in tag]
+        parts.append((histograms, {f"scalar{position}": float(position)}, mean_tags))
+    for (histograms, scalars, mean_tags), summary in zip(parts, build_summaries(parts)):
+        values = {value.tag: value for value in summary.value}
+        for tag, column in histograms.items():
+            finite = column[np.isfinite(column)].astype(np.float64)
+            if not finite.size:
+                assert tag not in values and f"{tag}_mean" not in values
+                continue
+            assert values[tag].histo == histogram_protos(column[:, None])[0]
+            histo = values[tag].histo
+            assert (histo.num, histo.min, histo.max) == (finite.size, finite.min(), finite.max())
+            assert sum(histo.bucket) == finite.size
+            assert histo.sum == pytest.approx(finite.sum(), rel=1e-12, abs=1e-300)
+            if tag in mean_tags:
+                assert values[f"{tag}_mean"].simple_value == pytest.approx(finite.mean(), rel=1e-6, abs=1e-30)
+            else:
+                assert f"{tag}_mean" not in values
+        assert values[next(iter(scalars))].simple_value == next(iter(scalars.values()))
+    assert build_summaries([]) == []
+
+
+def test_column_protos_of_rows_with_and_without_non_finite_values_equal_each_row_alone():
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((6, 50))
+    table[1, 3], table[4, 0], table[5, :] = np.nan, -np.inf, np.nan
+    protos = column_protos(table)
+    assert protos[5] is None
+    for row, proto in zip(table[:5], protos[:5]):
+        finite = row[np.isfinite(row)]
+        assert proto == column_protos(np.ascontiguousarray(finite[None, :]))[0]
+        assert (proto.num, proto.min, proto.max) == (finite.size, finite.min(), finite.max())
 
 
 def test_records_file_is_byte_identical_to_np_save(tmp_path):
