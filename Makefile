@@ -21,7 +21,14 @@ PYTEST_ARGS ?=
 
 .PHONY: install train teacher teacher-check test notebooks study fashion-mnist bench clean
 
+# torch 2.14.1 from PyPI is its CUDA build: the venv takes about 6 GB. A disk with less free space gets one warning
+# line first (pip's own "No space left on device" comes later and names no size).
+INSTALL_NEEDS_GB := 7
 $(STAMP): setup.cfg constraints.txt
+	@free_kb=$$(df -Pk "$$(dirname "$(abspath $(VENV))")" | awk 'NR==2 {print $$4}'); \
+	if [ -n "$$free_kb" ] && [ "$$free_kb" -lt $$(( $(INSTALL_NEEDS_GB) * 1024 * 1024 )) ]; then \
+	  echo "make install: warning: $$(( free_kb / 1024 )) MB free for $(VENV); the install needs about $(INSTALL_NEEDS_GB) GB (torch's CUDA build)" >&2; \
+	fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,notebooks]'
