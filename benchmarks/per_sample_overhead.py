@@ -78,7 +78,8 @@ class ChargedHandOff(DistillationModule):
     of ``OBSERVER_CYCLE`` at a time: a real run hands over everything held (up to 10 s of training) in one go, the
     events of one step as one TensorBoard event, its statistics worked out together. ``charges[epoch]`` is the seconds
     spent on the events of the epoch's side (its own training scalars and the observers' events alike) over that
-    side's epochs, the final ``flush`` (the writer thread's work on all of them) shared out in proportion."""
+    side's epochs, the final ``flush`` (the writer thread's work on all of them) shared out in proportion
+    (``charges``)."""
 
     def __init__(self, clock: Clock, **module_args):
         super().__init__(**module_args)
@@ -98,19 +99,27 @@ class ChargedHandOff(DistillationModule):
         by_side: dict[str, list] = {}
         for event in pending.events:  # an event's step is the step of a batch of its epoch
             by_side.setdefault(side(bisect.bisect_right(self.first_steps, event[2]) - 1), []).append(event)
-        per_epoch = {}
+        spent = {}  # side -> seconds its events' hand-off took, all of its epochs together
         for name, events in by_side.items():
             start = self.clock()
             pending.events = events
             pending.write(loggers)
-            per_epoch[name] = (self.clock() - start) / sum(side(epoch) == name for epoch in range(len(self.first_steps)))
+            spent[name] = self.clock() - start
         start = self.clock()
         for logger in loggers:
             logger.experiment.flush()
-        flush, total = self.clock() - start, sum(per_epoch.values())
-        share = 1 + flush / total if total else 1.0
-        self.charges = {epoch: per_epoch.get(side(epoch), 0.0) * share for epoch in range(len(self.first_steps))}
+        self.charges = charges(spent, self.clock() - start, [side(epoch) for epoch in range(len(self.first_steps))])
         super().on_train_end()
+
+
+def charges(spent: dict[str, float], flush: float, sides: list[str]) -> dict[int, float]:
+    """Each epoch's share of the hand-off: ``spent[side]`` (the seconds the hand-off of that side's events took, all
+    of its epochs together) split evenly over the side's epochs (``sides[epoch]``), plus the final ``flush`` (the
+    writer thread's work on every side's events) shared out in proportion to ``spent``. The charges add up to
+    ``sum(spent.values()) + flush``."""
+    total = sum(spent.values())
+    share = 1 + flush / total if total else 1.0
+    return {epoch: spent.get(name, 0.0) * share / sides.count(name) for epoch, name in enumerate(sides)}
 
 
 # The hooks Lightning calls in a training epoch (its train and validation batches and epochs), apart from
@@ -156,8 +165,9 @@ class EpochGate(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         on = self.active(trainer.current_epoch)
         self._open(on)
-        if on:
-            self.callback.on_train_epoch_start(trainer, pl_module)
+        hook = self.callback.on_train_epoch_start
+        if on and callable(hook):  # None where the callback leaves it out (distill.callback_hooks)
+            hook(trainer, pl_module)
 
 
 def observer_cycle(plan: Budget, data: str, make_data: Callable[[], L.LightningDataModule], module_args: dict,

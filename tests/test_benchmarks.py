@@ -92,3 +92,13 @@ def test_epoch_gate_runs_a_callbacks_epoch_hooks_only_in_its_epochs_and_leaves_n
     assert open_hooks[1] == [] and open_hooks[0] == open_hooks[2] == list(EPOCH_HOOKS)
     assert gate.on_after_backward.__func__ is L.Callback.on_after_backward  # a no-op, bound to the wrapped callback
     assert gate.on_after_backward.__self__ is recorder
+
+
+def test_each_epoch_is_charged_its_sides_hand_off_and_a_share_of_the_flush_in_proportion():
+    from benchmarks.per_sample_overhead import charges
+
+    sides = ["a", "b", "a", "b", "b"]
+    charged = charges({"a": 2.0, "b": 6.0}, flush=4.0, sides=sides)  # the flush adds half to every hand-off
+    assert charged == pytest.approx({0: 1.5, 1: 3.0, 2: 1.5, 3: 3.0, 4: 3.0})
+    assert sum(charged.values()) == pytest.approx(2.0 + 6.0 + 4.0)  # the run's hand-off and flush, no more
+    assert charges({}, flush=0.0, sides=["a"]) == {0: 0.0}
