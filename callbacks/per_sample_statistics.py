@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from callbacks.records import RECORD_COLUMNS, record_path, write_records
+from distill.callback_hooks import skip_unused_hooks
 from distill.tensorboard_summary import write_summary
 from distill.validation import integer
 
@@ -38,6 +39,7 @@ TORCH_DTYPES = {name: torch.from_numpy(np.empty(0, dtype=RECORD_COLUMNS[name])).
 FLOAT32_EXACT_INTEGERS = 2**24
 
 
+@skip_unused_hooks
 class PerSampleStatistics(L.Callback):
     """Collects, for every training sample, what ``DistillationModule.training_step`` returns under
     ``"per_sample"`` (sigma_i, teacher and student T_i, alpha_i, kd/ce weights, the per-sample KD

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from distill.callback_hooks import skip_unused_hooks
 from distill.pending_scalars import BatchRanges, as_floats
 from distill.tensorboard_summary import write_summary
 
@@ -25,6 +26,7 @@ DEFAULT_FINAL_METRICS = (
 )  # fmt: skip
 
 
+@skip_unused_hooks
 class TemperatureMonitor(L.Callback):
     """Scalars of what the temperature policy decided, and hyperparameters with final metrics.
 

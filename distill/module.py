@@ -42,6 +42,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from distill import rng_state
+from distill.callback_hooks import skip_unused_hooks
 from distill.divergences import KL, Divergence
 from distill.errors import DistillError
 from distill.methods import DistillationMethod, StepLoss
@@ -67,6 +68,7 @@ PER_SAMPLE_FIELDS = (
 )  # fmt: skip
 
 
+@skip_unused_hooks
 class HandOverOnException(L.Callback):
     """The module's held training events (``PendingScalars``: its scalars and the observers' events) to the loggers
     when ``fit`` ends in an exception; LightningModules get no ``on_exception`` hook of their own, callbacks do."""

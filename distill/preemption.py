@@ -34,6 +34,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from distill.callback_hooks import skip_unused_hooks
+
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -69,6 +71,7 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
 
+@skip_unused_hooks
 class Preemption(L.Callback):
     """Save ``last.ckpt`` and exit cleanly on SIGTERM or SIGUSR1 during training (module docstring).
 
