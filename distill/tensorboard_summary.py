@@ -22,6 +22,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 
 DEFAULT_BINS = 20  # TensorBoard re-bins to 30 for display; fewer bytes to CRC
+# Values binned in one ``column_protos`` call (512 KB of float64: each temporary stays in the caches).
+BINNING_BLOCK = 65536
 CRC_MASK_DELTA = 0xA282EAD8  # TFRecord's checksum masking constant
 
 
@@ -109,16 +111,21 @@ def build_summaries(parts: Sequence[SummaryParts], bins: int = DEFAULT_BINS) -> 
     The histograms of every summary are binned together, one ``column_protos`` call for all those of one length
     (each still binned on its own: its own min, max and buckets). A hand-off builds a few hundred summaries; in a
     training run each ``column_protos`` call cost 270-320 us of process CPU against 120 us in a loop of its own
-    (measured on a digits run's events), so calls, not values, are what a hand-off pays for.
+    (measured on a digits run's events), so calls, not values, are what a hand-off pays for. Up to ``BINNING_BLOCK``
+    values go into one call: a hand-off of 60 digits epochs binned as one [480, 1437] table cost 0.34-0.60 ms an epoch
+    of process CPU the first time (fresh memory for every temporary), in blocks of 64 K values 0.14 ms (measured).
     """
     by_length: dict[int, list[tuple[int, str]]] = {}  # length -> (summary, tag) of every histogram that long
     for position, (histograms, _, _) in enumerate(parts):
         for tag, values in histograms.items():
             by_length.setdefault(len(values), []).append((position, tag))
     protos: dict[tuple[int, str], HistogramProto | None] = {}
-    for keys in by_length.values():
-        table = np.stack([parts[position][0][tag] for position, tag in keys]).astype(np.float64, copy=False)  # [K, N]
-        protos.update(zip(keys, column_protos(table, bins)))
+    for length, keys in by_length.items():
+        rows = max(1, BINNING_BLOCK // max(length, 1))
+        for first in range(0, len(keys), rows):
+            block = keys[first : first + rows]
+            table = np.stack([parts[position][0][tag] for position, tag in block], dtype=np.float64)  # [K, N]
+            protos.update(zip(block, column_protos(table, bins)))
     summaries = []
     for position, (histograms, scalars, mean_tags) in enumerate(parts):
         summary, means = Summary(), {}
