@@ -67,7 +67,9 @@ def column_protos(columns: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histogr
     width, count = columns.shape
     if count == 0:
         return [None] * width
-    finite = np.isfinite(columns).all(axis=1)
+    # min and max propagate NaN and reach an infinity: a row is finite where both are (no pass of its own).
+    low, high = columns.min(axis=1), columns.max(axis=1)
+    finite = np.isfinite(low) & np.isfinite(high)
     if not finite.all():  # the rows with a non-finite value one at a time, without it; the others together
         protos: list[HistogramProto | None] = [None] * width
         for k, proto in zip(np.flatnonzero(finite).tolist(), column_protos(columns[finite], bins)):
@@ -76,13 +78,16 @@ def column_protos(columns: np.ndarray, bins: int = DEFAULT_BINS) -> list[Histogr
             column = columns[k][np.isfinite(columns[k])]
             protos[k] = column_protos(column[None, :], bins)[0] if column.size else None
         return protos
-    low, high = columns.min(axis=1), columns.max(axis=1)
     spread = high - low
     scale = np.divide(bins, spread, out=np.zeros_like(spread), where=spread > 0)  # buckets per unit; 0: constant
-    bucket = ((columns - low[:, None]) * scale[:, None]).astype(np.intp)
-    np.minimum(bucket, bins - 1, out=bucket)  # the maximum lands in the last bucket
-    bucket += (np.arange(width) * bins)[:, None]  # one bincount for every column
-    counts = np.bincount(bucket.ravel(), minlength=width * bins).reshape(width, bins)
+    # Each row gets bins + 1 slots of one bincount: slot ``bins`` takes the maximum (and any value rounding up to it),
+    # folded into the last bucket after counting. The product is truncated straight into the integer array.
+    bucket = np.empty(columns.shape, dtype=np.intp)
+    np.multiply(columns - low[:, None], scale[:, None], out=bucket, casting="unsafe")
+    bucket += (np.arange(width) * (bins + 1))[:, None]
+    slots = np.bincount(bucket.ravel(), minlength=width * (bins + 1)).reshape(width, bins + 1)
+    counts = slots[:, :bins]
+    counts[:, -1] += slots[:, bins]
     limits = low[:, None] + (spread / bins)[:, None] * np.arange(1, bins + 1)
     limits[:, -1] = high  # exact right edge despite rounding
     sums, squares = columns.sum(axis=1), np.einsum("kn,kn->k", columns, columns)

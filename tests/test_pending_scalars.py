@@ -4,6 +4,7 @@ events of one step written as one TensorBoard event, and the record file's hand-
 from __future__ import annotations
 
 import io
+import math
 import os
 
 import numpy as np
@@ -154,6 +155,26 @@ def test_column_protos_of_rows_with_and_without_non_finite_values_equal_each_row
         finite = row[np.isfinite(row)]
         assert proto == column_protos(np.ascontiguousarray(finite[None, :]))[0]
         assert (proto.num, proto.min, proto.max) == (finite.size, finite.min(), finite.max())
+
+
+def test_column_protos_count_every_value_in_the_bucket_of_its_definition():
+    """Against a per-value float64 reference: bucket floor((x - min) * bins / (max - min)), the maximum in the last
+    bucket; float32 values as the per-sample columns hold them, a row of huge values, ties at the extremes."""
+    rng = np.random.default_rng(11)
+    bins = 20
+    table = np.stack([
+        rng.standard_normal(997), rng.uniform(0, 1, 997) ** 4, rng.uniform(-3e38, 3e38, 997),
+        np.repeat(np.arange(-3.0, 4.0), [300, 1, 1, 1, 1, 1, 692]),  # ties at both ends
+    ]).astype(np.float32).astype(np.float64)  # fmt: skip
+    for row, proto in zip(table, column_protos(table, bins)):
+        low, high = float(row.min()), float(row.max())
+        scale = bins / (high - low)
+        reference = [0] * bins
+        for value in row.tolist():
+            reference[min(int((value - low) * scale), bins - 1)] += 1
+        assert list(proto.bucket) == reference
+        assert (proto.num, proto.min, proto.max, proto.bucket_limit[-1]) == (row.size, low, high, high)
+        assert proto.sum == pytest.approx(math.fsum(row.tolist()), rel=1e-12)
 
 
 def test_records_file_is_byte_identical_to_np_save(tmp_path):
