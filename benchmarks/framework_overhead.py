@@ -256,7 +256,9 @@ def lightning_steps(student: str, teacher: str, batches: list, clock: Clock, war
 def plain_loop(mode: str) -> list:
     """resnet32x4 -> resnet8x4 at batch 64: Lightning against a plain loop."""
     on = device()
-    plan = budget(mode, Budget(repeats=3, warmup=1, timed=3), Budget(repeats=5, warmup=10, timed=50))
+    # 5 pairs of runs on the CPU (40 steps of 1.3-2.3 s): with 3 pairs the same code read 1.001 and 1.051 from one bench
+    # run to the next.
+    plan = budget(mode, Budget(repeats=5, warmup=1, timed=3), Budget(repeats=5, warmup=10, timed=50))
     student, teacher = ("resnet8", "resnet8") if mode == "tiny" else ("resnet8x4", "resnet32x4")
     batch_size = 4 if mode == "tiny" else 64
     clock = Clock(on)
