@@ -2,8 +2,8 @@
 
 The default digits run (shipped teacher -> mlp_small, TALS, cached teacher, TensorBoard logger,
 validation every epoch, the callbacks' settings of ``configs/base.yaml``). In each run the epochs cycle
-through ``OBSERVER_CYCLE``: no observer callbacks, ``PerSampleStatistics`` alone, both callbacks, no
-observers again (the A/A control). The sides of each ratio alternate epoch by epoch inside one run, so
+through ``OBSERVER_CYCLE``: no observer callbacks, ``PerSampleStatistics`` collecting only (histograms and records
+off), ``PerSampleStatistics`` alone, both callbacks, no observers again (the A/A control). The sides of each ratio alternate epoch by epoch inside one run, so
 the drift of these machines from run to run (the same digits epoch takes 25-55 ms) cancels; whole runs
 per variant could not resolve a 3% bound under it. An epoch runs from its start to the next epoch's
 start, so validation, the record file, the histograms' statistics and the module's epoch-end work count.
@@ -14,6 +14,8 @@ training, as in a real run; that hand-off (and the writer thread's work, up to i
 at a time, as a real run hands over all it holds at once (up to 10 s of training), and each epoch is charged its
 side's share, on both sides of each ratio.
 
+- ``per_sample.collection``: PerSampleStatistics with ``histograms=False, records=False`` on / off: what collecting,
+  gathering and deduplicating the values costs before anything is written. Reported.
 - ``per_sample.statistics``: PerSampleStatistics on / off. Reported.
 - ``per_sample.both``: both callbacks on / off. Bound 1.03.
 - ``per_sample.noise_floor``: the A/A control.
@@ -45,7 +47,7 @@ from distill.module import DistillationModule
 from distill.pending_scalars import WRITER_QUEUE
 
 # The epochs of one run, cycled.
-OBSERVER_CYCLE = ("no observers", "statistics", "both", "no observers again")
+OBSERVER_CYCLE = ("no observers", "collection", "statistics", "both", "no observers again")
 
 
 def layered_setting(data: str, section: str, key: str, default: int) -> int:
@@ -148,15 +150,15 @@ class EpochGate(L.Callback):
     costs, apart from this one ``on_train_epoch_start`` call.
     """
 
-    def __init__(self, callback: L.Callback, active: Callable[[int], bool]):
-        self.callback, self.active = callback, active
+    def __init__(self, callback: L.Callback, active: Callable[[int], bool], name: str = ""):
+        self.callback, self.active, self.name = callback, active, name or callback.state_key
         for name in RUN_HOOKS:
             setattr(self, name, getattr(callback, name))
         self._open(False)
 
     @property
     def state_key(self) -> str:
-        return f"EpochGate[{self.callback.state_key}]"
+        return f"EpochGate[{self.name}]"
 
     def _open(self, on: bool) -> None:
         for name in EPOCH_HOOKS:
@@ -184,6 +186,8 @@ def observer_cycle(plan: Budget, data: str, make_data: Callable[[], L.LightningD
         reset_peak_memory(on)
         timer = UnitTimer(clock, plan.warmup)
         observers = [
+            EpochGate(PerSampleStatistics(every_n_steps=every, histograms=False, records=False),
+                      lambda epoch: side(epoch) == "collection", name="collection"),
             EpochGate(PerSampleStatistics(every_n_steps=every), lambda epoch: side(epoch) in ("statistics", "both")),
             EpochGate(TemperatureMonitor(), lambda epoch: side(epoch) == "both"),
         ]  # fmt: skip
@@ -214,16 +218,16 @@ DESIGN = ("one Trainer run per repeat, epochs cycling " + " / ".join(OBSERVER_CY
 def run(mode: str) -> list:
     warnings.filterwarnings("ignore")
     on = device()
-    # 4 x 9 timed epochs a run (one per side of OBSERVER_CYCLE each), 12 runs (25-60 s in all on these CPUs): with 8
+    # 5 x 9 timed epochs a run (one per side of OBSERVER_CYCLE each), 12 runs (30-70 s in all on these CPUs): with 8
     # the same code read 1.027-1.043 from one bench run to the next.
-    plan = budget(mode, Budget(repeats=12, warmup=4, timed=36))
+    plan = budget(mode, Budget(repeats=12, warmup=5, timed=45))
     digits = observer_cycle(plan, "digits", lambda: DigitsDataModule(batch_size=64), {}, on)
     setup = {"data": "digits, batch 64, 21 steps an epoch, validation every epoch", "every_n_steps": every_n_steps(),
              "log_every_n_steps": log_every_n_steps("digits"), "unit": "epoch", "design": DESIGN}  # fmt: skip
-    # 4 x 6 timed epochs of 430 steps a run, 3 runs (about 2 min on these CPUs, a 14 s cache fill a run); with 4 x 3
+    # 5 x 6 timed epochs of 430 steps a run, 3 runs (2-3 min on these CPUs, a 14 s cache fill a run); with 4 x 3
     # epochs the A/A control read 0.974-1.027 from one bench run to the next, with 2 x 2 0.981-1.013. Tiny mode: 20
     # images a class.
-    fashion_plan = budget(mode, Budget(repeats=3, warmup=4, timed=24))
+    fashion_plan = budget(mode, Budget(repeats=3, warmup=5, timed=30))
     per_class = 20 if mode == "tiny" else None
     fashion = observer_cycle(
         fashion_plan, "fashion_mnist",
@@ -236,12 +240,17 @@ def run(mode: str) -> list:
                      + ", validation every epoch", "every_n_steps": every_n_steps("fashion_mnist"),
                      "log_every_n_steps": log_every_n_steps("fashion_mnist"), "unit": "epoch", "design": DESIGN}  # fmt: skip
     return [
+        comparison("per_sample.collection", "PerSampleStatistics collecting only (histograms and records off) vs off, "
+                   "digits epoch", digits, "collection", "no observers", on, setup=setup),
         comparison("per_sample.statistics", "PerSampleStatistics on vs off, digits epoch", digits,
                    "statistics", "no observers", on, setup=setup),
         comparison("per_sample.both", "PerSampleStatistics and TemperatureMonitor on vs off, digits epoch",
                    digits, "both", "no observers", on, bound=1.03, setup=setup),
         comparison("per_sample.noise_floor", "A/A control: no observers in two epochs of the same cycle",
                    digits, "no observers again", "no observers", on, setup=setup),
+        comparison("per_sample.collection_fashion_mnist",
+                   "PerSampleStatistics collecting only (histograms and records off) vs off, Fashion-MNIST epoch",
+                   fashion, "collection", "no observers", on, setup=fashion_setup),
         comparison("per_sample.both_fashion_mnist",
                    "PerSampleStatistics and TemperatureMonitor on vs off, Fashion-MNIST epoch", fashion,
                    "both", "no observers", on, setup=fashion_setup),

@@ -18,6 +18,7 @@ def test_tiny_run_writes_the_json_and_the_markdown(tmp_path):
     results = json.loads((tmp_path / "benchmarks.json").read_text())
     keys = {figure["key"] for figure in results["figures"]}
     assert {"framework.digits_logging", "framework.plain_loop", "per_sample.both", "per_sample.both_fashion_mnist",
+            "per_sample.collection", "per_sample.collection_fashion_mnist",
             "gpu.images_per_second", "blockkd.digits_cnn_small.blockkd", "data.cifar_loader",
             "data.teacher_cache_fashion_mnist"} <= keys
     assert any(key.startswith("policy.") and key.endswith(".cifar_step") for key in keys)
