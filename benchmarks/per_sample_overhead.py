@@ -3,10 +3,10 @@
 The default digits run (shipped teacher -> mlp_small, TALS, cached teacher, TensorBoard logger,
 validation every epoch, the callbacks' settings of ``configs/base.yaml``). In each run the epochs cycle
 through ``OBSERVER_CYCLE``: no observer callbacks, ``PerSampleStatistics`` collecting only (histograms and records
-off), ``PerSampleStatistics`` alone, both callbacks, no observers again (the A/A control). The sides of each ratio alternate epoch by epoch inside one run, so
-the drift of these machines from run to run (the same digits epoch takes 25-55 ms) cancels; whole runs
-per variant could not resolve a 3% bound under it. An epoch runs from its start to the next epoch's
-start, so validation, the record file, the histograms' statistics and the module's epoch-end work count.
+off), ``PerSampleStatistics`` alone, both callbacks, no observers again (the A/A control). The sides of each ratio
+alternate epoch by epoch inside one run, so the drift of these machines from run to run (the same digits epoch takes
+25-55 ms) cancels; whole runs per variant could not resolve a 3% bound under it. An epoch runs from its start to the
+next epoch's start, so validation, the record file, the histograms' statistics and the module's epoch-end work count.
 In an epoch where a callback is on, Lightning calls the callback's own hooks, its no-op ones included, as in a
 run with it; where it is off, the callback has no hook at all, as in a run without it (``EpochGate``).
 The module's and the callbacks' TensorBoard events wait in the module's ``PendingScalars`` until the end of
@@ -148,12 +148,15 @@ class EpochGate(L.Callback):
     epochs, ``None`` in the others. An epoch where the callback is on then costs what a run with the callback
     costs, no-op hooks included, with no forwarding layer; an epoch where it is off costs what a run without it
     costs, apart from this one ``on_train_epoch_start`` call.
+
+    ``name`` makes the gate's ``state_key`` (``EpochGate[<name>]``, by default the callback's own) unique when two
+    gates wrap callbacks of one class: Lightning refuses two stateful callbacks with the same key.
     """
 
     def __init__(self, callback: L.Callback, active: Callable[[int], bool], name: str = ""):
         self.callback, self.active, self.name = callback, active, name or callback.state_key
-        for name in RUN_HOOKS:
-            setattr(self, name, getattr(callback, name))
+        for hook in RUN_HOOKS:
+            setattr(self, hook, getattr(callback, hook))
         self._open(False)
 
     @property
