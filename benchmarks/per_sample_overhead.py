@@ -41,6 +41,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from benchmarks.framework_overhead import UnitTimer
 from benchmarks.harness import Budget, Clock, Measurement, budget, comparison, device, peak_memory_mb, reset_peak_memory
 from callbacks import PerSampleStatistics, TemperatureMonitor
+from distill.callback_hooks import CALLED_DIRECTLY, HOOKS
 from distill.data import DigitsDataModule, FashionMNISTDataModule
 from distill.layers import CONFIGS
 from distill.module import DistillationModule
@@ -127,15 +128,13 @@ def charges(spent: dict[str, float], flush: float, sides: list[str]) -> dict[int
 # The hooks Lightning calls in a training epoch (its train and validation batches and epochs), apart from
 # ``on_train_epoch_start``, where ``EpochGate`` decides; and every other hook a callback has (run-level ones).
 EPOCH_HOOKS = tuple(
-    name for name in dir(L.Callback)
+    name for name in HOOKS
     if name.startswith(("on_train_", "on_validation_", "on_before_", "on_after_"))
     and name not in ("on_train_start", "on_train_end", "on_train_epoch_start")
 )  # fmt: skip
 RUN_HOOKS = tuple(
-    name for name in dir(L.Callback)
-    if (name.startswith("on_") or name in ("setup", "teardown", "state_dict", "load_state_dict"))
-    and name not in (*EPOCH_HOOKS, "on_train_epoch_start")
-)  # fmt: skip
+    name for name in (*HOOKS, *sorted(CALLED_DIRECTLY)) if name not in (*EPOCH_HOOKS, "on_train_epoch_start")
+)
 
 
 class EpochGate(L.Callback):
