@@ -39,7 +39,10 @@ def _quiet_and_isolated(monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     warnings.filterwarnings("ignore", message=r".*Found \d+ module\(s\) in eval mode.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # At most 2 torch threads, the cores shared out among pytest-xdist's workers (`make test` runs 2): on 2 cores,
+    # 1 thread a worker took 573 s, 2 took 645 s. Child processes take the same count (tests/interrupted_runs.py).
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
     yield
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

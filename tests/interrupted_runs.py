@@ -40,10 +40,18 @@ def fit_arguments(tmp_path: Path, config: list[Path], *args: str) -> list[str]:
     return ["fit", *config_args(config), *SHORT_RUN, f"--trainer.default_root_dir={tmp_path}", *args]
 
 
+def same_threads() -> dict[str, str]:
+    """The environment that gives a child process this process's torch thread count: the runs these tests compare
+    bit for bit must reduce floats in the same order, and a child otherwise takes one thread a core (1 thread here and
+    2 in the child failed 3 resume tests on a 2-core machine)."""
+    return {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def start_fit(arguments: list[str], patch: str = "", environment: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``distill <arguments>`` (this worktree's code) in a child process, after running ``patch`` there."""
+    """Start ``distill <arguments>`` (this worktree's code) in a child process, after running ``patch`` there, with
+    this process's torch thread count (``same_threads``)."""
     program = f"import sys\n{patch}\nfrom distill.cli import main\nsys.argv = ['distill'] + sys.argv[1:]\nmain()\n"
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(environment or {})}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **same_threads(), **(environment or {})}
     for variable in ("DISTILL_RUN_ID", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(variable, None)
     return subprocess.Popen(

@@ -23,8 +23,8 @@ from callbacks import read_records
 from distill.preemption import requeue_command, slurm_job_id
 from tests.conftest import DEFAULT_CONFIG, REPO, SHORT_RUN, config_args, run_cli
 from tests.interrupted_runs import (  # noqa: F401  (straight_run: a fixture)
-    STRAIGHT, fit_arguments, marker_callback, progress, reached_step, same_training_state, start_fit, straight_run,
-    wait_until,
+    STRAIGHT, fit_arguments, marker_callback, progress, reached_step, same_threads, same_training_state, start_fit,
+    straight_run, wait_until,
 )  # fmt: skip
 
 # The straight run's settings (3 epochs of 4 batches, TALS); interrupted in the middle of epoch 1.
@@ -82,7 +82,7 @@ def test_slurm_time_limit_requeues_and_the_job_continues_in_its_run_folder(tmp_p
         "DISTILL": str(Path(os.sys.executable).with_name("distill")), "DISTILL_ACCELERATOR": "cpu",
         "DISTILL_STRATEGY": "auto", "DISTILL_PRECISION": "32-true",
         "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1",
-        "SLURM_JOB_NAME": "distill",
+        "SLURM_JOB_NAME": "distill", **same_threads(),
     }  # fmt: skip
     arguments = [*config_args(DEFAULT_CONFIG), *SHORT_RUN, *EPOCHS]
 
