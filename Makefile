@@ -64,8 +64,8 @@ teacher-check: $(STAMP)
 	$(BIN)/python -m teachers.check $(NAME) $(ARGS)
 
 ## make test: the whole suite (unit, CLI runs, CPU DDP, notebooks)
-# The suite runs in PYTEST_WORKERS processes (pytest-xdist; 0: one process). On these 2-core machines 2 workers took
-# 645 s where one process took 826 s (the same clone, 2026-12-07). Each worker keeps 2 torch threads (tests/conftest.py).
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist; 0: one process), the cores shared out among them as torch
+# threads (tests/conftest.py): on these 2-core machines 573 s where one process took 826 s (the same clone, 2026-12-07).
 test: $(STAMP) fashion-mnist
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
